@@ -1,0 +1,1 @@
+"""jiio_core: the joint inference and input optimization solver."""

@@ -1,0 +1,204 @@
+"""Feasible sets for the optimised input ``x`` and their per-sample Euclidean projections."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import attrs
+import torch
+from torch import Tensor
+
+from jiio_core._checks import check_positive
+
+
+class Constraint(ABC):
+    """A closed convex set ``C`` (per sample) with its Euclidean projection ``Π_C``.
+
+    ``project`` maps a batch ``x`` of shape ``(B, ...)`` to the nearest point of each sample's
+    set; it must be idempotent and leave feasible points unchanged.
+    """
+
+    @abstractmethod
+    def project(self, x: Tensor) -> Tensor:
+        """Euclidean projection of each sample of ``x`` onto its set."""
+
+    def validate(self, x: Tensor) -> None:
+        """Raise a clear error if this constraint cannot act on a batch shaped like ``x``."""
+        del x
+
+    @property
+    def is_unconstrained(self) -> bool:
+        return False
+
+    def __and__(self, other: Constraint) -> Intersection:
+        return Intersection((self, other))
+
+
+@attrs.frozen
+class Unconstrained(Constraint):
+    """``C`` = the whole space; the projection is the identity."""
+
+    def project(self, x: Tensor) -> Tensor:
+        return x
+
+    @property
+    def is_unconstrained(self) -> bool:
+        return True
+
+
+def _per_sample(value: Tensor | float, x: Tensor, name: str) -> Tensor | float:
+    """Broadcast a per-sample value of shape ``(B,)`` against ``x`` (``(B, ...)``)."""
+    if isinstance(value, Tensor) and value.ndim == 1:
+        return value.reshape(-1, *([1] * (x.ndim - 1)))
+    return value
+
+
+def _check_radius(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if isinstance(value, Tensor):
+        if value.ndim > 1:
+            raise ValueError(f"radius must be a float or a (B,) tensor, got shape {tuple(value.shape)}")
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ValueError(f"radius must be finite and >= 0 for every sample, got {value}")
+    elif isinstance(value, (int, float)):
+        check_positive(attribute.name, float(value), allow_zero=True)
+    else:
+        raise TypeError(f"radius must be a float or a tensor, got {type(value).__name__}")
+
+
+def _check_optional_tensor(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if value is None or isinstance(value, (int, float)):
+        return
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{attribute.name} must be a tensor, a float or None, got {type(value).__name__}")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()) and attribute.name == "center":
+        raise ValueError(f"{attribute.name} must be finite")
+
+
+@attrs.frozen(eq=False)
+class L2Ball(Constraint):
+    """``{x : ‖x − center‖₂ ≤ radius}`` per sample (the norm over all non-batch dims).
+
+    ``center`` is ``None`` (the origin) or a tensor shaped like ``x`` (one centre per sample);
+    ``radius`` is a float or a ``(B,)`` tensor.
+    """
+
+    radius: Tensor | float = attrs.field(validator=_check_radius)
+    center: Tensor | None = attrs.field(default=None, validator=_check_optional_tensor)
+
+    def validate(self, x: Tensor) -> None:
+        if self.center is not None and tuple(self.center.shape) != tuple(x.shape):
+            raise ValueError(
+                f"L2Ball.center must have the shape of x {tuple(x.shape)}, got {tuple(self.center.shape)}"
+            )
+        if isinstance(self.radius, Tensor) and self.radius.ndim == 1 and self.radius.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"L2Ball.radius must have shape ({x.shape[0]},), got {tuple(self.radius.shape)}"
+            )
+
+    def project(self, x: Tensor) -> Tensor:
+        c = self.center
+        d = x if c is None else x - c
+        norm = torch.linalg.vector_norm(d.reshape(d.shape[0], -1), dim=1)
+        radius = self.radius
+        if isinstance(radius, Tensor):
+            radius = radius.to(dtype=x.dtype, device=x.device).reshape(-1)
+        # scale = min(1, r/‖d‖); safe at ‖d‖ = 0.
+        scale = torch.clamp(radius / torch.clamp(norm, min=torch.finfo(x.dtype).tiny), max=1.0)
+        scale = scale.reshape(-1, *([1] * (x.ndim - 1)))
+        d = d * scale
+        return d if c is None else c + d
+
+
+@attrs.frozen(eq=False)
+class Box(Constraint):
+    """``{x : lo ≤ x ≤ hi}`` elementwise; bounds are floats or tensors broadcastable to ``x``
+    (``(B,)`` tensors are read as one bound per sample). ``None`` means unbounded."""
+
+    lo: Tensor | float | None = attrs.field(default=None, validator=_check_optional_tensor)
+    hi: Tensor | float | None = attrs.field(default=None, validator=_check_optional_tensor)
+
+    def __attrs_post_init__(self) -> None:
+        if self.lo is None and self.hi is None:
+            raise ValueError("Box needs at least one of lo, hi (use Unconstrained for neither)")
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            bad = torch.as_tensor(lo) > torch.as_tensor(hi)
+            if bool(bad.any()):
+                raise ValueError(f"Box requires lo <= hi everywhere, got lo={lo!r}, hi={hi!r}")
+
+    def validate(self, x: Tensor) -> None:
+        for name, b in (("lo", self.lo), ("hi", self.hi)):
+            if isinstance(b, Tensor):
+                bb = _per_sample(b, x, name)
+                try:
+                    torch.broadcast_shapes(tuple(bb.shape) if isinstance(bb, Tensor) else (), tuple(x.shape))
+                except RuntimeError as err:
+                    raise ValueError(
+                        f"Box.{name} of shape {tuple(b.shape)} does not broadcast to x {tuple(x.shape)}"
+                    ) from err
+
+    def project(self, x: Tensor) -> Tensor:
+        lo = _per_sample(self.lo, x, "lo") if self.lo is not None else None
+        hi = _per_sample(self.hi, x, "hi") if self.hi is not None else None
+        if isinstance(lo, Tensor):
+            lo = lo.to(dtype=x.dtype, device=x.device)
+        if isinstance(hi, Tensor):
+            hi = hi.to(dtype=x.dtype, device=x.device)
+        if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+            out = x
+            if lo is not None:
+                out = torch.maximum(out, torch.as_tensor(lo, dtype=x.dtype, device=x.device))
+            if hi is not None:
+                out = torch.minimum(out, torch.as_tensor(hi, dtype=x.dtype, device=x.device))
+            return out
+        return torch.clamp(x, min=lo, max=hi)
+
+
+def _check_parts(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if not isinstance(value, tuple) or len(value) < 2:
+        raise ValueError(f"{attribute.name} must be a tuple of at least 2 constraints, got {value!r}")
+    for i, c in enumerate(value):
+        if not isinstance(c, Constraint):
+            raise TypeError(f"{attribute.name}[{i}] must be a Constraint, got {type(c).__name__}")
+
+
+def _check_iters(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
+
+
+@attrs.frozen(eq=False)
+class Intersection(Constraint):
+    """Intersection of convex sets, projected with Dykstra's alternating projections.
+
+    Exact for two sets when one projection is applied after the other only if they commute;
+    in general Dykstra converges to the exact projection; ``iterations`` bounds the work and
+    ``tol`` stops early (one host sync per sweep). The last set's projection is applied last,
+    so its constraint holds exactly: put the hard constraint (e.g. the pixel ``Box``) last.
+    """
+
+    parts: tuple[Constraint, ...] = attrs.field(validator=_check_parts)
+    iterations: int = attrs.field(default=50, validator=_check_iters)
+    tol: float = 1e-7
+
+    def validate(self, x: Tensor) -> None:
+        for p in self.parts:
+            p.validate(x)
+
+    def __and__(self, other: Constraint) -> Intersection:
+        return Intersection((*self.parts, other), iterations=self.iterations, tol=self.tol)
+
+    def project(self, x: Tensor) -> Tensor:
+        increments = [torch.zeros_like(x) for _ in self.parts]
+        y = x
+        for _ in range(self.iterations):
+            prev = y
+            for i, part in enumerate(self.parts):
+                w = y + increments[i]
+                y = part.project(w)
+                increments[i] = w - y
+            change = torch.linalg.vector_norm((y - prev).reshape(-1))
+            scale = torch.linalg.vector_norm(y.reshape(-1)) + 1.0
+            if bool(change <= self.tol * scale):
+                break
+        return y

@@ -1,0 +1,53 @@
+"""The inner loss ``ℓ(z, x, y)`` minimised over ``x``."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor, nn
+
+from jiio_core.state import State
+
+
+class Relation(enum.Enum):
+    """How the outer (training) loss relates to the inner loss ``ℓ``.
+
+    ``SAME``: the outer loss is ``ℓ`` itself (generative modelling, eq. 20).
+    ``NEGATED``: the outer loss is ``-ℓ`` (adversarial training, eq. 26: the adversary minimises
+    ``-CE``, training minimises ``CE``).
+    ``OTHER``: any other outer loss (supervised inverse problems, meta-learning); only the
+    ``ImplicitKKT``, ``FixedInput`` and ``Unrolled`` gradients apply.
+    """
+
+    SAME = "same"
+    NEGATED = "negated"
+    OTHER = "other"
+
+    @property
+    def sign(self) -> float:
+        """Outer loss = ``sign · ℓ`` for ``SAME``/``NEGATED``."""
+        if self is Relation.OTHER:
+            raise ValueError("Relation.OTHER has no sign: the outer loss is not ±ℓ")
+        return 1.0 if self is Relation.SAME else -1.0
+
+
+class InnerObjective(nn.Module, ABC):
+    """Per-sample inner loss, to be minimised over the input ``x``.
+
+    Subclass and implement :meth:`forward` returning a ``(B,)`` tensor: the loss of each
+    sample, which must depend only on that sample's ``z``, ``x`` and ``y``. The objective is an
+    ``nn.Module`` so that it can own trainable parts (an output head ``h_θ``). Set the class
+    attribute ``relation`` to say how the training loss relates to it.
+    """
+
+    relation: Relation = Relation.SAME
+
+    @abstractmethod
+    def forward(self, z: State, x: Tensor, y: Any) -> Tensor:
+        """Per-sample loss, shape ``(B,)``."""
+
+    def __call__(self, z: State, x: Tensor, y: Any) -> Tensor:
+        out: Tensor = super().__call__(z, x, y)
+        return out

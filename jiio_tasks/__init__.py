@@ -1,0 +1,1 @@
+"""jiio_tasks: the paper's task families."""

@@ -1,0 +1,1 @@
+"""jiio_zoo: models, configs and checkpoints."""
