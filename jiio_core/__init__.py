@@ -1,1 +1,83 @@
-"""jiio_core: the joint inference and input optimization solver."""
+"""jiio_core: joint inference and input optimisation (JIIO) for deep equilibrium models.
+
+The public API: abstract pieces (:class:`Layer`, :class:`InnerObjective`, :class:`Constraint`,
+:class:`Accelerator`, :class:`OuterGradient`) composed into a :class:`JointProblem` whose
+:meth:`~JointProblem.solve` returns a :class:`JointSolution`.
+"""
+
+from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard
+from jiio_core.augmented import AugmentedMap
+from jiio_core.constraint import Box, Constraint, Intersection, L2Ball, Unconstrained
+from jiio_core.damping import Damping
+from jiio_core.layer import Layer
+from jiio_core.objective import InnerObjective, Relation
+from jiio_core.outer import (
+    AdjointShortcut,
+    BackwardSolveError,
+    BackwardStats,
+    FixedInput,
+    ImplicitKKT,
+    OuterGradient,
+    Unrolled,
+    implicit_backward,
+)
+from jiio_core.problem import JointProblem, JointSolution, SolveError
+from jiio_core.regularizer import JacobianPenalty, hutchinson_jacobian_norm
+from jiio_core.solver import (
+    CostResidualTradeoff,
+    FixedPointResult,
+    LowestCost,
+    LowestResidual,
+    Selection,
+    Status,
+    StepOutput,
+    Trace,
+    fixed_point,
+)
+from jiio_core.state import State, StateSpec, pack
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Accelerator",
+    "AdjointShortcut",
+    "AndersonI",
+    "AndersonII",
+    "AugmentedMap",
+    "BackwardSolveError",
+    "BackwardStats",
+    "Box",
+    "Broyden",
+    "Constraint",
+    "CostResidualTradeoff",
+    "Damping",
+    "FixedInput",
+    "FixedPointResult",
+    "ImplicitKKT",
+    "InnerObjective",
+    "Intersection",
+    "JacobianPenalty",
+    "JointProblem",
+    "JointSolution",
+    "L2Ball",
+    "Layer",
+    "LowestCost",
+    "LowestResidual",
+    "OuterGradient",
+    "Picard",
+    "Relation",
+    "Selection",
+    "SolveError",
+    "State",
+    "StateSpec",
+    "Status",
+    "StepOutput",
+    "Trace",
+    "Unconstrained",
+    "Unrolled",
+    "__version__",
+    "fixed_point",
+    "hutchinson_jacobian_norm",
+    "implicit_backward",
+    "pack",
+]

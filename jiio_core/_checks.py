@@ -32,13 +32,10 @@ def check_tensor(
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if ndim is not None and value.ndim != ndim:
-        raise ValueError(
-            f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}"
-        )
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if ndim_min is not None and value.ndim < ndim_min:
         raise ValueError(
-            f"{name} must have at least {ndim_min} dimension(s) (batch first), "
-            f"got shape {tuple(value.shape)}"
+            f"{name} must have at least {ndim_min} dimension(s) (batch first), got shape {tuple(value.shape)}"
         )
     if batch is not None and (value.ndim == 0 or value.shape[0] != batch):
         raise ValueError(
@@ -50,16 +47,13 @@ def check_tensor(
         if value.dtype != like.dtype:
             raise TypeError(f"{name} must have dtype {like.dtype} (like the batch), got {value.dtype}")
         if value.device != like.device:
-            raise ValueError(
-                f"{name} must be on device {like.device} (like the batch), got {value.device}"
-            )
+            raise ValueError(f"{name} must be on device {like.device} (like the batch), got {value.device}")
     if finite and value.is_floating_point():
         bad = ~torch.isfinite(value)
         if bool(bad.any()):
             count = int(bad.sum())
             raise ValueError(
-                f"{name} must be finite, but it holds {count} NaN/Inf value(s) "
-                f"(shape {tuple(value.shape)})"
+                f"{name} must be finite, but it holds {count} NaN/Inf value(s) (shape {tuple(value.shape)})"
             )
     return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import attrs
 import torch
@@ -53,7 +54,7 @@ def _per_sample(value: Tensor | float, x: Tensor, name: str) -> Tensor | float:
     return value
 
 
-def _check_radius(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_radius(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, Tensor):
         if value.ndim > 1:
             raise ValueError(f"radius must be a float or a (B,) tensor, got shape {tuple(value.shape)}")
@@ -65,7 +66,7 @@ def _check_radius(_: object, attribute: attrs.Attribute[object], value: object) 
         raise TypeError(f"radius must be a float or a tensor, got {type(value).__name__}")
 
 
-def _check_optional_tensor(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_optional_tensor(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None or isinstance(value, (int, float)):
         return
     if not isinstance(value, Tensor):
@@ -91,9 +92,7 @@ class L2Ball(Constraint):
                 f"L2Ball.center must have the shape of x {tuple(x.shape)}, got {tuple(self.center.shape)}"
             )
         if isinstance(self.radius, Tensor) and self.radius.ndim == 1 and self.radius.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"L2Ball.radius must have shape ({x.shape[0]},), got {tuple(self.radius.shape)}"
-            )
+            raise ValueError(f"L2Ball.radius must have shape ({x.shape[0]},), got {tuple(self.radius.shape)}")
 
     def project(self, x: Tensor) -> Tensor:
         c = self.center
@@ -154,7 +153,7 @@ class Box(Constraint):
         return torch.clamp(x, min=lo, max=hi)
 
 
-def _check_parts(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_parts(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple) or len(value) < 2:
         raise ValueError(f"{attribute.name} must be a tuple of at least 2 constraints, got {value!r}")
     for i, c in enumerate(value):
@@ -162,7 +161,7 @@ def _check_parts(_: object, attribute: attrs.Attribute[object], value: object) -
             raise TypeError(f"{attribute.name}[{i}] must be a Constraint, got {type(c).__name__}")
 
 
-def _check_iters(_: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_iters(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
 

@@ -7,13 +7,13 @@ sample. :class:`StateSpec` remembers the shapes so that a packed state can be un
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import TypeAlias
 
 import attrs
 import torch
 from torch import Tensor
 
-State = Union[Tensor, tuple[Tensor, ...]]
+State: TypeAlias = Tensor | tuple[Tensor, ...]
 """A layer's hidden state: one batch-first tensor, or a tuple of them (e.g. multiscale)."""
 
 
@@ -65,9 +65,7 @@ class StateSpec:
     def unpack(self, flat: Tensor) -> State:
         """Inverse of :meth:`pack` (views where possible)."""
         if flat.ndim != 2 or flat.shape[1] != self.numel:
-            raise ValueError(
-                f"packed state must have shape (B, {self.numel}), got {tuple(flat.shape)}"
-            )
+            raise ValueError(f"packed state must have shape (B, {self.numel}), got {tuple(flat.shape)}")
         batch = flat.shape[0]
         chunks = torch.split(flat, list(self.sizes), dim=1)
         parts = tuple(c.reshape(batch, *s) for c, s in zip(chunks, self.shapes, strict=True))

@@ -1,0 +1,261 @@
+"""Batched fixed-point accelerators: damped Picard, Anderson (type I and II), Broyden.
+
+An accelerator proposes the next point to evaluate from the current point ``v`` and its image
+``G(v)``; the driver (:func:`jiio_core.solver.fixed_point`) does everything else. All work is
+per sample: each sample has its own mixing coefficients, and a sample whose small linear system
+is singular or non-finite falls back to a plain step ``G(v)`` without affecting the others.
+No host syncs happen here.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
+
+import attrs
+import torch
+from torch import Tensor
+
+S = TypeVar("S")
+
+
+class Accelerator(ABC, Generic[S]):
+    """Strategy for the next iterate of a batched fixed-point iteration ``v = G(v)``."""
+
+    @abstractmethod
+    def init(self, v0: Tensor) -> S:
+        """Fresh solver state for a batch starting at ``v0`` (``(B, N)``)."""
+
+    @abstractmethod
+    def update(self, state: S, v: Tensor, gv: Tensor, active: Tensor) -> tuple[Tensor, S]:
+        """Next point to evaluate, given ``v``, ``G(v)`` and the ``(B,)`` mask of samples still
+        iterating (inactive samples' proposals are ignored by the driver)."""
+
+
+def _needs_graph(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _write(buf: Tensor, slot: int, value: Tensor, graph: bool) -> Tensor:
+    """``buf[:, slot] = value``, out of place when autograd must see through it."""
+    if graph:
+        idx = torch.tensor([slot], device=buf.device)
+        return buf.index_copy(1, idx, value.unsqueeze(1))
+    buf[:, slot] = value
+    return buf
+
+
+def _check_beta(_: object, a: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(f"{a.name} must be in (0, 1], got {value!r}")
+
+
+def _check_memory(_: object, a: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{a.name} must be an int >= 1, got {value!r}")
+
+
+def _check_ridge(_: object, a: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{a.name} must be a finite number >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Picard(Accelerator[None]):
+    """Damped fixed-point iteration ``v⁺ = (1 − β) v + β G(v)``."""
+
+    beta: float = attrs.field(default=1.0, validator=_check_beta)
+
+    def init(self, v0: Tensor) -> None:
+        return None
+
+    def update(self, state: None, v: Tensor, gv: Tensor, active: Tensor) -> tuple[Tensor, None]:
+        if self.beta == 1.0:
+            return gv, None
+        return v + self.beta * (gv - v), None
+
+
+@attrs.define
+class AndersonState:
+    """Ring buffers of the last ``m`` differences of iterates and residuals, and their Gram."""
+
+    dx: Tensor  # (B, m, N)  Δv_i
+    df: Tensor  # (B, m, N)  Δf_i, f = G(v) - v
+    gram: Tensor  # (B, m, m)  type II: <Δf_i, Δf_j>; type I: <Δv_i, Δf_j>
+    dx_sq: Tensor  # (B, m)  ‖Δv_i‖²
+    df_sq: Tensor  # (B, m)  ‖Δf_i‖²
+    prev_v: Tensor | None = None
+    prev_f: Tensor | None = None
+    count: int = 0
+
+
+@attrs.frozen
+class _Anderson(Accelerator[AndersonState]):
+    memory: int = attrs.field(default=5, validator=_check_memory)
+    beta: float = attrs.field(default=1.0, validator=_check_beta)
+    ridge: float = attrs.field(default=1e-8, validator=_check_ridge)
+    """Tikhonov term relative to the Gram matrix's scale (mean of its diagonal)."""
+
+    type_one = False
+
+    def init(self, v0: Tensor) -> AndersonState:
+        b, n = v0.shape
+        m = self.memory
+        kw: dict[str, Any] = {"device": v0.device, "dtype": v0.dtype}
+        return AndersonState(
+            dx=torch.zeros(b, m, n, **kw),
+            df=torch.zeros(b, m, n, **kw),
+            gram=torch.zeros(b, m, m, **kw),
+            dx_sq=torch.zeros(b, m, **kw),
+            df_sq=torch.zeros(b, m, **kw),
+        )
+
+    def update(
+        self, state: AndersonState, v: Tensor, gv: Tensor, active: Tensor
+    ) -> tuple[Tensor, AndersonState]:
+        f = gv - v
+        graph = _needs_graph(v, gv)
+        plain = v + self.beta * f
+        if state.prev_v is None or state.prev_f is None:
+            state.prev_v, state.prev_f = v, f
+            return plain, state
+        m = self.memory
+        slot = state.count % m
+        dxi = v - state.prev_v
+        dfi = f - state.prev_f
+        state.dx = _write(state.dx, slot, dxi, graph)
+        state.df = _write(state.df, slot, dfi, graph)
+        state.dx_sq = _write(state.dx_sq, slot, (dxi * dxi).sum(1), graph)
+        state.df_sq = _write(state.df_sq, slot, (dfi * dfi).sum(1), graph)
+        state.count += 1
+        n = min(state.count, m)
+        # one new row and column of the Gram matrix: O(B·m·N)
+        if self.type_one:
+            row = torch.einsum("bn,bmn->bm", dxi, state.df)  # <Δv_new, Δf_j>
+            col = torch.einsum("bmn,bn->bm", state.dx, dfi)  # <Δv_i, Δf_new>
+        else:
+            row = torch.einsum("bn,bmn->bm", dfi, state.df)
+            col = row
+        gram = state.gram
+        if graph:
+            onehot = torch.zeros(m, device=v.device, dtype=v.dtype)
+            onehot[slot] = 1.0
+            keep = 1.0 - onehot
+            gram = gram * keep.view(1, m, 1) * keep.view(1, 1, m)
+            gram = gram + onehot.view(1, m, 1) * row.unsqueeze(1) + col.unsqueeze(2) * onehot.view(1, 1, m)
+            gram = gram - onehot.view(1, m, 1) * onehot.view(1, 1, m) * row[:, slot].view(-1, 1, 1)
+        else:
+            gram[:, slot, :] = row
+            gram[:, :, slot] = col
+        state.gram = gram
+        state.prev_v, state.prev_f = v, f
+
+        a = gram[:, :n, :n]
+        if self.type_one:
+            rhs = torch.einsum("bmn,bn->bm", state.dx[:, :n], f)
+            scale = torch.sqrt(state.dx_sq[:, :n].mean(1) * state.df_sq[:, :n].mean(1))
+        else:
+            rhs = torch.einsum("bmn,bn->bm", state.df[:, :n], f)
+            scale = state.df_sq[:, :n].mean(1)
+        tiny = torch.finfo(v.dtype).tiny
+        lam = (self.ridge * scale + tiny).view(-1, 1, 1)
+        eye = torch.eye(n, device=v.device, dtype=v.dtype)
+        gamma, info = torch.linalg.solve_ex(a + lam * eye, rhs.unsqueeze(-1))
+        gamma = gamma.squeeze(-1)
+        ok = (info == 0) & torch.isfinite(gamma).all(1)
+        gamma = torch.where(ok.unsqueeze(1), gamma, torch.zeros_like(gamma))
+        correction = torch.einsum("bm,bmn->bn", gamma, state.dx[:, :n] + self.beta * state.df[:, :n])
+        proposal = plain - correction
+        good = ok & torch.isfinite(proposal).all(1)
+        return torch.where(good.unsqueeze(1), proposal, plain), state
+
+
+@attrs.frozen
+class AndersonI(_Anderson):
+    """Type-I ("good") Anderson acceleration (Fang & Saad): ``γ = (ΔVᵀΔF)⁻¹ ΔVᵀ f``,
+    ``v⁺ = v + βf − (ΔV + βΔF) γ``. Fast but less stable; the paper's choice for generative,
+    inverse and adversarial problems."""
+
+    type_one = True
+
+
+@attrs.frozen
+class AndersonII(_Anderson):
+    """Type-II ("bad") Anderson acceleration, the usual DEQ solver: ``γ = argmin ‖f − ΔF γ‖``,
+    ``v⁺ = v + βf − (ΔV + βΔF) γ``. Smoother; the paper's choice for meta-learning."""
+
+
+@attrs.define
+class BroydenState:
+    """Low-rank inverse Jacobian ``H = −I + U Vᵀ`` of ``g(v) = G(v) − v``."""
+
+    u: Tensor  # (B, m, N)
+    vt: Tensor  # (B, m, N)
+    prev_v: Tensor | None = None
+    prev_g: Tensor | None = None
+    count: int = 0
+
+
+@attrs.frozen
+class Broyden(Accelerator[BroydenState]):
+    """ "Good" Broyden's method on the root problem ``G(v) − v = 0`` with unit steps and a
+    limited-memory inverse Jacobian ``H = −I + Σ uᵢvᵢᵀ``. When ``memory`` rank-one updates are
+    stored, the approximation restarts from ``−I`` (dropping only the oldest update would leave
+    the later ones, which were computed relative to it, inconsistent). A sample whose update
+    denominator is tiny skips that update."""
+
+    memory: int = attrs.field(default=20, validator=_check_memory)
+
+    def init(self, v0: Tensor) -> BroydenState:
+        b, n = v0.shape
+        z = torch.zeros(b, self.memory, n, device=v0.device, dtype=v0.dtype)
+        return BroydenState(u=z, vt=z.clone())
+
+    @staticmethod
+    def _h(state: BroydenState, x: Tensor, n: int) -> Tensor:
+        """``H x = −x + U (Vᵀ x)``."""
+        if n == 0:
+            return -x
+        coef = torch.einsum("bmn,bn->bm", state.vt[:, :n], x)
+        return -x + torch.einsum("bm,bmn->bn", coef, state.u[:, :n])
+
+    @staticmethod
+    def _ht(state: BroydenState, x: Tensor, n: int) -> Tensor:
+        """``Hᵀ x = −x + V (Uᵀ x)``."""
+        if n == 0:
+            return -x
+        coef = torch.einsum("bmn,bn->bm", state.u[:, :n], x)
+        return -x + torch.einsum("bm,bmn->bn", coef, state.vt[:, :n])
+
+    def update(
+        self, state: BroydenState, v: Tensor, gv: Tensor, active: Tensor
+    ) -> tuple[Tensor, BroydenState]:
+        g = gv - v
+        graph = _needs_graph(v, gv)
+        m = self.memory
+        if state.count == m:  # restart from H = -I
+            state.u = torch.zeros_like(state.u)
+            state.vt = torch.zeros_like(state.vt)
+            state.count = 0
+        if state.prev_v is not None and state.prev_g is not None:
+            n = state.count
+            dv = v - state.prev_v
+            dg = g - state.prev_g
+            vt_new = self._ht(state, dv, n)  # (Δvᵀ H)ᵀ
+            den = (vt_new * dg).sum(1)
+            num = dv - self._h(state, dg, n)
+            size = torch.linalg.vector_norm(vt_new, dim=1) * torch.linalg.vector_norm(dg, dim=1)
+            ok = (den.abs() > 1e-10 * size) & torch.isfinite(den) & (size > 0)
+            safe = torch.where(ok, den, torch.ones_like(den))
+            u_new = torch.where(ok.unsqueeze(1), num / safe.unsqueeze(1), torch.zeros_like(num))
+            vt_new = torch.where(ok.unsqueeze(1), vt_new, torch.zeros_like(vt_new))
+            slot = state.count
+            state.u = _write(state.u, slot, u_new, graph)
+            state.vt = _write(state.vt, slot, vt_new, graph)
+            state.count += 1
+        state.prev_v, state.prev_g = v, g
+        n = state.count
+        proposal = v - self._h(state, g, n)
+        good = torch.isfinite(proposal).all(1)
+        return torch.where(good.unsqueeze(1), proposal, gv), state

@@ -1,0 +1,140 @@
+"""The augmented map ``v = (z, μ, x) ↦ G(v)`` of eq. 11 and its KKT residual (eq. 14)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from jiio_core.constraint import Constraint
+from jiio_core.damping import Damping
+from jiio_core.layer import Layer
+from jiio_core.objective import InnerObjective
+from jiio_core.solver import StepOutput
+from jiio_core.state import State, StateSpec
+
+
+@attrs.frozen(eq=False)
+class Evaluation:
+    """Everything one evaluation of the augmented map yields at ``v``."""
+
+    value: Tensor  # G(v), (B, N)
+    cost: Tensor  # ℓ(z, x, y), (B,)
+    kkt: Tensor  # ‖K(v)‖, (B,)
+
+
+@attrs.frozen(eq=False)
+class AugmentedMap:
+    """Packs ``v = [z | μ | x]`` per sample and evaluates eq. 11.
+
+    One backward pass of ``f`` and ``ℓ`` with ``μ`` as the output cotangent gives both
+    ``∇_z ℓ + J_zᵀ μ`` and ``∇_x ℓ + J_xᵀ μ``.
+    """
+
+    layer: Layer
+    objective: InnerObjective
+    constraint: Constraint
+    damping: Damping
+    z_spec: StateSpec
+    x_shape: tuple[int, ...]  # without batch
+    normalized_x_step: bool = False
+
+    @property
+    def nz(self) -> int:
+        return self.z_spec.numel
+
+    @property
+    def nx(self) -> int:
+        n = 1
+        for s in self.x_shape:
+            n *= s
+        return n
+
+    def pack(self, z: State, mu: Tensor, x: Tensor) -> Tensor:
+        return torch.cat([self.z_spec.pack(z), mu, x.reshape(x.shape[0], -1)], dim=1)
+
+    def split(self, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        zf, mu, xf = torch.split(v, [self.nz, self.nz, self.nx], dim=1)
+        return zf, mu, xf
+
+    def unpack_x(self, xf: Tensor) -> Tensor:
+        return xf.reshape(xf.shape[0], *self.x_shape)
+
+    def evaluate(
+        self,
+        v: Tensor,
+        y: Any,
+        k: int,
+        *,
+        create_graph: bool = False,
+        normalized: bool | None = None,
+        damping_iter: int | None = None,
+    ) -> Evaluation:
+        """``G(v)``, the per-sample cost and KKT residual at ``v``.
+
+        With ``create_graph`` the result stays differentiable in ``v`` and ``θ`` (double
+        backward); otherwise everything returned is detached.
+        """
+        normalized = self.normalized_x_step if normalized is None else normalized
+        zf, mu, xf = self.split(v)
+        with torch.enable_grad():
+            if not create_graph:
+                zf, mu, xf = zf.detach(), mu.detach(), xf.detach()
+            if not zf.requires_grad:
+                zf = zf.detach().requires_grad_()
+            if not xf.requires_grad:
+                xf = xf.detach().requires_grad_()
+            z = self.z_spec.unpack(zf)
+            x = self.unpack_x(xf)
+            fz = self.z_spec.pack(self.layer(z, x))
+            cost = self.objective(z, x, y)
+            if cost.shape != (v.shape[0],):
+                raise ValueError(
+                    f"{type(self.objective).__name__} must return a per-sample loss of shape "
+                    f"({v.shape[0]},), got {tuple(cost.shape)}"
+                )
+            gz, gx = torch.autograd.grad(
+                [cost.sum(), fz],
+                [zf, xf],
+                grad_outputs=[torch.ones((), dtype=cost.dtype, device=cost.device), mu],
+                create_graph=create_graph,
+                allow_unused=True,
+            )
+        if gz is None:
+            gz = torch.zeros_like(zf)
+        if gx is None:
+            gx = torch.zeros_like(xf)
+        if not create_graph:
+            fz, cost, gz, gx = fz.detach(), cost.detach(), gz.detach(), gx.detach()
+            zf, xf = zf.detach(), xf.detach()
+        d = self.damping
+        a_x = d.alpha_x(k if damping_iter is None else damping_iter)
+        z_next = zf + d.z * (fz - zf)
+        mu_next = mu + d.mu * (gz - mu)
+        x = self.unpack_x(xf)
+        gxs = self.unpack_x(gx)
+        if normalized:
+            norm = torch.linalg.vector_norm(gx, dim=1).clamp(min=torch.finfo(gx.dtype).tiny)
+            direction = gxs / norm.view(-1, *([1] * len(self.x_shape)))
+        else:
+            direction = gxs
+        x_next = self.constraint.project(x - a_x * direction)
+        # KKT residual (eq. 14), with the projected gradient for the x-block
+        if self.constraint.is_unconstrained:
+            rx = gx
+        else:
+            rx = xf - self.constraint.project(x - gxs).reshape(xf.shape)
+        kkt = torch.sqrt(((fz - zf) ** 2).sum(1) + ((gz - mu) ** 2).sum(1) + (rx**2).sum(1))
+        value = torch.cat([z_next, mu_next, x_next.reshape(xf.shape)], dim=1)
+        return Evaluation(value=value, cost=cost, kkt=kkt)
+
+    def step(self, y: Any, *, create_graph: bool = False) -> Any:
+        """The driver's ``step(v, k)`` callable."""
+
+        def _step(v: Tensor, k: int) -> StepOutput:
+            ev = self.evaluate(v, y, k, create_graph=create_graph)
+            return StepOutput(value=ev.value, residual=ev.kkt, cost=ev.cost)
+
+        return _step

@@ -1,0 +1,65 @@
+"""Step sizes ``(α_z, α_μ, α_x)`` of the augmented iteration (eq. 11) and their schedule."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+
+def _unit(_: object, a: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
+        raise ValueError(f"Damping.{a.name} must be in (0, 1], got {value!r}")
+
+
+def _positive(_: object, a: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Damping.{a.name} must be a finite number > 0, got {value!r}")
+
+
+def _opt_positive(inst: object, a: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None:
+        _positive(inst, a, value)  # type: ignore[arg-type]
+
+
+def _opt_iter(_: object, a: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"Damping.{a.name} must be an int >= 0 or None, got {value!r}")
+
+
+@attrs.frozen
+class Damping:
+    """Damping of the augmented fixed point (eq. 11)::
+
+        z⁺ = (1 − α_z) z + α_z f(z, x)
+        μ⁺ = (1 − α_μ) μ + α_μ (J_zᵀ μ + ∇_z ℓ)
+        x⁺ = Π_C(x − α_x (J_xᵀ μ + ∇_x ℓ))
+
+    ``x_late`` replaces ``x`` from iteration ``switch_at`` on (the paper lowers α_x late in the
+    solve for finer solutions; Appendix C.3 says after 65 iterations, the original code switched
+    after ``max(50, 5/8·max_iter)``: see :meth:`paper_code_switch`).
+    """
+
+    z: float = attrs.field(default=0.8, validator=_unit)
+    mu: float = attrs.field(default=0.6, validator=_unit)
+    x: float = attrs.field(default=0.01, validator=_positive)
+    x_late: float | None = attrs.field(default=None, validator=_opt_positive)
+    switch_at: int | None = attrs.field(default=None, validator=_opt_iter)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.x_late is None) != (self.switch_at is None):
+            raise ValueError(
+                "Damping.x_late and Damping.switch_at must be given together, got "
+                f"x_late={self.x_late!r}, switch_at={self.switch_at!r}"
+            )
+
+    def alpha_x(self, k: int) -> float:
+        """``α_x`` used on iteration ``k`` (0-based)."""
+        if self.x_late is not None and self.switch_at is not None and k >= self.switch_at:
+            return self.x_late
+        return self.x
+
+    @staticmethod
+    def paper_code_switch(max_iter: int) -> int:
+        """Switch iteration used by the original code: ``max(50, ⌊5/8 · max_iter⌋)``."""
+        return max(50, (5 * max_iter) // 8)

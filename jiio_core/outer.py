@@ -1,0 +1,294 @@
+"""How the parameters ``θ`` get their gradient through a solved joint problem.
+
+Each strategy turns the converged ``v* = (z*, μ*, x*)`` into outputs that autograd can
+differentiate with respect to ``θ`` (the parameters of the layer and of the objective):
+
+* :class:`AdjointShortcut` — eq. 19: for an outer loss equal to ``±ℓ``, ``dℓ*/dθ = ∂ℓ/∂θ +
+  μ*ᵀ ∂f/∂θ``. Only ``loss`` is differentiable; no extra solve.
+* :class:`ImplicitKKT` — eq. 16–17: implicit differentiation of the whole augmented fixed point,
+  so ``z``, ``μ``, ``x`` and ``loss`` are all differentiable and any outer loss works (double
+  backward through the layer).
+* :class:`FixedInput` — the implicit function theorem through the DEQ at the fixed ``x*``
+  (``dx*/dθ`` ignored, as the paper did for meta-learning); ``z`` and ``loss`` differentiable.
+* :class:`Unrolled` — plain autograd through every iteration (memory grows with the iteration
+  count; for checking the others).
+
+Backward linear solves record their per-sample convergence in :class:`BackwardStats`; a
+backward solve that fails is reported there (and raised with ``throw=True``), never returned
+as a silent zero.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from jiio_core.accelerators import Accelerator, AndersonII
+from jiio_core.augmented import AugmentedMap
+from jiio_core.solver import FixedPointResult, Status, StepOutput, fixed_point
+from jiio_core.state import State
+
+
+class BackwardSolveError(RuntimeError):
+    """A backward (adjoint) linear solve did not converge and ``throw=True`` was asked."""
+
+
+@attrs.define
+class BackwardStats:
+    """Filled in when autograd runs the backward solve of an implicit strategy."""
+
+    residual: Tensor | None = None
+    iterations: Tensor | None = None
+    status: Tensor | None = None
+    calls: int = 0
+
+    def record(self, res: FixedPointResult) -> None:
+        self.residual = res.residual
+        self.iterations = res.iterations
+        self.status = res.status
+        self.calls += 1
+
+    @property
+    def converged(self) -> Tensor | None:
+        return None if self.status is None else self.status == Status.CONVERGED
+
+
+@attrs.frozen(eq=False)
+class Attached:
+    z: State
+    x: Tensor
+    mu: Tensor
+    loss: Tensor
+
+
+@attrs.frozen(eq=False)
+class OuterContext:
+    """What a strategy needs from the solved problem."""
+
+    amap: AugmentedMap
+    y: Any
+    v_star: Tensor
+    final_iter: int
+    stats: BackwardStats
+
+
+def _check_pos_int(_: object, a: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{a.name} must be an int >= 1, got {value!r}")
+
+
+def _check_nonneg_int(_: object, a: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{a.name} must be an int >= 0, got {value!r}")
+
+
+def _check_tol(_: object, a: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ValueError(f"{a.name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_accel(_: object, a: attrs.Attribute[Accelerator[Any]], value: object) -> None:
+    if not isinstance(value, Accelerator):
+        raise TypeError(f"{a.name} must be an Accelerator, got {type(value).__name__}")
+
+
+def _detached(ctx: OuterContext) -> Attached:
+    amap = ctx.amap
+    zf, mu, xf = amap.split(ctx.v_star.detach())
+    z = amap.z_spec.unpack(zf)
+    x = amap.unpack_x(xf)
+    return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y).detach())
+
+
+def implicit_backward(
+    output: Tensor,
+    wrt: Tensor,
+    *,
+    accelerator: Accelerator[Any],
+    max_iter: int,
+    tol: float,
+    stats: BackwardStats,
+    throw: bool,
+) -> None:
+    """Make the gradient reaching ``output = G(wrt)`` the implicit-function-theorem one.
+
+    During backward, the incoming cotangent ``g`` is replaced by the solution ``u`` of
+    ``u = g + (∂G/∂wrt)ᵀ u``, so that the gradient flowing on into the parameters is
+    ``uᵀ ∂G/∂θ = gᵀ (I − ∂G/∂v)⁻¹ ∂G/∂θ``.
+    """
+
+    busy = [False]  # the vjps below pass through `output` again: leave those untouched
+
+    def hook(g: Tensor) -> Tensor:
+        if busy[0]:
+            return g
+
+        def step(u: Tensor, k: int) -> StepOutput:
+            (vjp,) = torch.autograd.grad(output, wrt, u, retain_graph=True, allow_unused=True)
+            new = g if vjp is None else vjp + g
+            return StepOutput(value=new, residual=torch.linalg.vector_norm(new - u, dim=1))
+
+        busy[0] = True
+        try:
+            with torch.no_grad():
+                res = fixed_point(step, g.detach(), accelerator, max_iter=max_iter, tol=tol)
+        finally:
+            busy[0] = False
+        stats.record(res)
+        if throw and not bool(res.converged.all()):
+            bad = (~res.converged).nonzero().flatten().tolist()
+            raise BackwardSolveError(
+                f"backward solve did not converge for samples {bad} "
+                f"(residuals {res.residual[bad].tolist()}, max_iter={max_iter}, tol={tol})"
+            )
+        return res.v
+
+    output.register_hook(hook)
+
+
+class OuterGradient(ABC):
+    """Strategy producing θ-differentiable outputs from a solved problem."""
+
+    requires_relation: bool = False
+    """True if the strategy is only exact when the outer loss is ``±ℓ``."""
+
+    @abstractmethod
+    def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
+        """Differentiable ``z, x, μ, loss`` at the solution."""
+
+
+@attrs.frozen
+class AdjointShortcut(OuterGradient):
+    """Eq. 19: re-use ``μ*`` as the adjoint; exact for outer loss ``= ±ℓ`` at a solved problem.
+
+    ``loss`` is the Lagrangian ``ℓ(z*, x*, y) + μ*ᵀ (f(z*, x*) − z*)`` with ``z*, x*, μ*``
+    detached: its value is ``ℓ`` (up to the residual) and its θ-gradient is
+    ``∂ℓ/∂θ + μ*ᵀ ∂f/∂θ``. The envelope theorem makes the ``x*`` dependence vanish, also on the
+    boundary of a constraint. Use ``solution.outer_loss`` for the negated case. ``refine_steps``
+    polishes ``μ*`` by that many adjoint iterations at the solution (the original code's
+    "μ* as warm start" variant).
+    """
+
+    refine_steps: int = attrs.field(default=0, validator=_check_nonneg_int)
+    refine_accelerator: Accelerator[Any] = attrs.field(
+        factory=lambda: AndersonII(memory=10), validator=_check_accel
+    )
+
+    requires_relation = True
+
+    def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
+        if not torch.is_grad_enabled():
+            return _detached(ctx)
+        amap = ctx.amap
+        zf, mu, xf = amap.split(ctx.v_star.detach())
+        x = amap.unpack_x(xf)
+        if self.refine_steps > 0:
+            mu = self._refine(ctx, zf, mu, x)
+        z = amap.z_spec.unpack(zf)
+        fz = amap.z_spec.pack(amap.layer(z, x))
+        loss = amap.objective(z, x, ctx.y) + (mu * (fz - zf)).sum(1)
+        return Attached(z=z, x=x, mu=mu, loss=loss)
+
+    def _refine(self, ctx: OuterContext, zf: Tensor, mu: Tensor, x: Tensor) -> Tensor:
+        amap = ctx.amap
+        with torch.enable_grad():
+            zl = zf.detach().requires_grad_()
+            z = amap.z_spec.unpack(zl)
+            fz = amap.z_spec.pack(amap.layer(z, x))
+            (gl,) = torch.autograd.grad(amap.objective(z, x, ctx.y).sum(), zl, retain_graph=True)
+
+            def step(m: Tensor, k: int) -> StepOutput:
+                (vjp,) = torch.autograd.grad(fz, zl, m, retain_graph=True)
+                new = vjp + gl
+                return StepOutput(value=new, residual=torch.linalg.vector_norm(new - m, dim=1))
+
+            with torch.no_grad():
+                res = fixed_point(step, mu, self.refine_accelerator, max_iter=self.refine_steps, tol=0.0)
+        return res.v.detach()
+
+
+@attrs.frozen
+class ImplicitKKT(OuterGradient):
+    """Eq. 16–17: implicit differentiation of the augmented fixed point ``v* = G(v*)``.
+
+    Works for any outer loss computed from ``z``, ``x`` (and ``μ``). The backward pass solves
+    ``u = g + (∂G/∂v)ᵀ u`` with ``accelerator``; ``G`` contains a vector-Jacobian product, so
+    this differentiates the layer twice. The x-block uses the plain (not normalised) projected
+    gradient step, which has the same fixed points.
+    """
+
+    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=20), validator=_check_accel)
+    max_iter: int = attrs.field(default=200, validator=_check_pos_int)
+    tol: float = attrs.field(default=1e-6, validator=_check_tol)
+
+    def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
+        if not torch.is_grad_enabled():
+            return _detached(ctx)
+        amap = ctx.amap
+        v = ctx.v_star.detach().requires_grad_()
+        ev = amap.evaluate(v, ctx.y, ctx.final_iter, create_graph=True, normalized=False)
+        out = ev.value
+        implicit_backward(
+            out,
+            v,
+            accelerator=self.accelerator,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            stats=ctx.stats,
+            throw=throw,
+        )
+        zf, mu, xf = amap.split(out)
+        z = amap.z_spec.unpack(zf)
+        x = amap.unpack_x(xf)
+        return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))
+
+
+@attrs.frozen
+class FixedInput(OuterGradient):
+    """Implicit differentiation through the DEQ ``z* = f(z*, x*)`` at the fixed ``x*``
+    (``dx*/dθ`` ignored). Exact for outer losses whose total derivative through ``x*``
+    vanishes or is deliberately dropped (the paper's meta-learning)."""
+
+    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=20), validator=_check_accel)
+    max_iter: int = attrs.field(default=200, validator=_check_pos_int)
+    tol: float = attrs.field(default=1e-6, validator=_check_tol)
+
+    def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
+        if not torch.is_grad_enabled():
+            return _detached(ctx)
+        amap = ctx.amap
+        zf, mu, xf = amap.split(ctx.v_star.detach())
+        x = amap.unpack_x(xf)
+        zl = zf.detach().requires_grad_()
+        fz = amap.z_spec.pack(amap.layer(amap.z_spec.unpack(zl), x))
+        implicit_backward(
+            fz,
+            zl,
+            accelerator=self.accelerator,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            stats=ctx.stats,
+            throw=throw,
+        )
+        z = amap.z_spec.unpack(fz)
+        return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))
+
+
+@attrs.frozen
+class Unrolled(OuterGradient):
+    """Backpropagation through every solver iteration (all updates recorded by autograd).
+
+    Memory grows linearly with the number of iterations; meant for checking the implicit
+    strategies and for short solves.
+    """
+
+    def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
+        amap = ctx.amap
+        zf, mu, xf = amap.split(ctx.v_star)
+        z = amap.z_spec.unpack(zf)
+        x = amap.unpack_x(xf)
+        return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))

@@ -1,0 +1,338 @@
+"""``JointProblem``: a layer, an inner objective, a constraint and solver strategies, composed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from jiio_core._checks import check_tensor
+from jiio_core.accelerators import Accelerator, AndersonII
+from jiio_core.augmented import AugmentedMap
+from jiio_core.constraint import Constraint, Unconstrained
+from jiio_core.damping import Damping
+from jiio_core.layer import Layer
+from jiio_core.objective import InnerObjective, Relation
+from jiio_core.outer import AdjointShortcut, BackwardStats, OuterContext, OuterGradient, Unrolled
+from jiio_core.regularizer import JacobianPenalty, hutchinson_jacobian_norm
+from jiio_core.solver import CostResidualTradeoff, Selection, Status, Trace, fixed_point
+from jiio_core.state import State, StateSpec
+
+
+class SolveError(RuntimeError):
+    """Raised by ``solve(..., throw=True)`` when some samples diverged."""
+
+
+@attrs.frozen(eq=False)
+class JointSolution:
+    """Result of :meth:`JointProblem.solve`; every per-sample quantity has shape ``(B,)``.
+
+    Which of ``x``, ``z``, ``mu``, ``loss`` carry gradients to ``θ`` depends on the
+    problem's :class:`~jiio_core.outer.OuterGradient` (see its docs); the others are detached.
+    """
+
+    x: Tensor
+    """Optimised input ``x*``."""
+    z: State
+    """Equilibrium state ``z*`` (same structure as the layer's state)."""
+    mu: Tensor
+    """Adjoint ``μ*`` of each sample's own loss, packed ``(B, N_z)``."""
+    loss: Tensor
+    """Inner loss ``ℓ(z*, x*, y)`` per sample."""
+    kkt_residual: Tensor
+    """Norm of the KKT conditions (eq. 14) at the returned iterate."""
+    iterations: Tensor
+    """Augmented-map evaluations spent on each sample."""
+    status: Tensor
+    """``int8`` :class:`~jiio_core.solver.Status` codes."""
+    trace: Trace
+    """Per-iteration KKT residual and cost, ``(iterations_run, B)``, for plots."""
+    relation: Relation
+    jacobian_penalty: Tensor | None = None
+    """Hutchinson ``‖J_z‖_F²/N`` at a random iterate, when the problem asks for it."""
+    backward: BackwardStats = attrs.field(factory=BackwardStats)
+    """Convergence of the backward solve, filled when autograd runs it."""
+
+    @property
+    def converged(self) -> Tensor:
+        return self.status == Status.CONVERGED
+
+    @property
+    def diverged(self) -> Tensor:
+        return self.status == Status.DIVERGED
+
+    @property
+    def outer_loss(self) -> Tensor:
+        """``±loss`` per the objective's relation (``-loss`` for adversarial training)."""
+        return self.relation.sign * self.loss
+
+    def summary(self) -> str:
+        """One line: counts of each status and the residual range (syncs with the device)."""
+        counts = {s.name.lower(): int((self.status == s).sum()) for s in Status}
+        res = self.kkt_residual
+        return (
+            f"JointSolution(batch={res.shape[0]}, {counts}, kkt_residual in "
+            f"[{float(res.min()):.3g}, {float(res.max()):.3g}], iterations max "
+            f"{int(self.iterations.max())})"
+        )
+
+
+def _batch_of(y: Any) -> int | None:
+    if isinstance(y, Tensor) and y.ndim > 0:
+        return int(y.shape[0])
+    if isinstance(y, (tuple, list)):
+        for item in y:
+            b = _batch_of(item)
+            if b is not None:
+                return b
+    return None
+
+
+def _tensors_of(y: Any, name: str = "y") -> Iterator[tuple[str, Tensor]]:
+    if isinstance(y, Tensor):
+        yield name, y
+    elif isinstance(y, (tuple, list)):
+        for i, item in enumerate(y):
+            yield from _tensors_of(item, f"{name}[{i}]")
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+class JointProblem(nn.Module):
+    """Joint inference and input optimisation (eq. 11) for one layer and one inner loss.
+
+    Solves, per sample, ``min_{x ∈ C} ℓ(z*(x), x, y)`` with ``z*(x) = f_θ(z*(x), x)`` by
+    iterating the augmented map on ``v = (z, μ, x)`` with ``accelerator``, and makes the
+    result differentiable in ``θ`` as ``outer`` says. It is an ``nn.Module`` holding the layer
+    and the objective, so ``problem.parameters()`` are all of ``θ``.
+
+    Args:
+        layer: the DEQ cell ``f_θ``.
+        objective: the per-sample inner loss ``ℓ`` (its ``relation`` says how the outer loss
+            relates to it).
+        constraint: feasible set of ``x`` (may be overridden per call in :meth:`solve`).
+        accelerator: fixed-point accelerator for the augmented iteration.
+        damping: ``(α_z, α_μ, α_x)`` and its schedule.
+        outer: how ``θ`` gets its gradient.
+        max_iter: augmented-map evaluations at most.
+        tol: a sample converges when its KKT residual ``≤ tol · max(1, ‖v‖)``.
+        x_shape: shape of one sample's input, used when ``solve`` gets no ``x0`` (zeros).
+        selection: rule picking each sample's returned iterate (default: the paper's
+            cost/residual trade-off).
+        normalized_x_step: use ``J_xᵀμ / ‖J_xᵀμ‖`` as the x-direction (the original adversarial
+            code's normalised step).
+        jacobian_penalty: compute the Jacobian regulariser at a random iterate.
+        check_every: iterations between stopping tests (each is one host sync).
+        divergence_factor: a sample diverges when its residual exceeds this many times its
+            first residual (or turns NaN/Inf).
+        throw: raise :class:`SolveError` if any sample diverges (and make backward solves raise
+            on failure); otherwise the status reports it.
+    """
+
+    def __init__(
+        self,
+        layer: Layer,
+        objective: InnerObjective,
+        constraint: Constraint | None = None,
+        accelerator: Accelerator[Any] | None = None,
+        damping: Damping | None = None,
+        outer: OuterGradient | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        *,
+        x_shape: tuple[int, ...] | None = None,
+        selection: Selection | None = None,
+        normalized_x_step: bool = False,
+        jacobian_penalty: JacobianPenalty | None = None,
+        check_every: int = 5,
+        divergence_factor: float = 1e6,
+        throw: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a jiio_core.Layer, got {type(layer).__name__}")
+        if not isinstance(objective, InnerObjective):
+            raise TypeError(f"objective must be a jiio_core.InnerObjective, got {type(objective).__name__}")
+        constraint = Unconstrained() if constraint is None else constraint
+        accelerator = AndersonII(memory=10) if accelerator is None else accelerator
+        damping = Damping() if damping is None else damping
+        outer = AdjointShortcut() if outer is None else outer
+        selection = CostResidualTradeoff() if selection is None else selection
+        for name, value, kind in (
+            ("constraint", constraint, Constraint),
+            ("accelerator", accelerator, Accelerator),
+            ("damping", damping, Damping),
+            ("outer", outer, OuterGradient),
+            ("selection", selection, Selection),
+        ):
+            if not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        if jacobian_penalty is not None and not isinstance(jacobian_penalty, JacobianPenalty):
+            raise TypeError(
+                f"jacobian_penalty must be a JacobianPenalty or None, got {type(jacobian_penalty).__name__}"
+            )
+        if outer.requires_relation and objective.relation is Relation.OTHER:
+            raise ValueError(
+                f"outer={type(outer).__name__} is exact only when the outer loss is ±ℓ, but "
+                f"{type(objective).__name__}.relation is Relation.OTHER; use ImplicitKKT, "
+                "FixedInput or Unrolled"
+            )
+        if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        if not isinstance(divergence_factor, (int, float)) or not divergence_factor > 1:
+            raise ValueError(f"divergence_factor must be a number > 1, got {divergence_factor!r}")
+        if x_shape is not None and (
+            not isinstance(x_shape, tuple) or not all(isinstance(s, int) and s > 0 for s in x_shape)
+        ):
+            raise ValueError(f"x_shape must be a tuple of positive ints, got {x_shape!r}")
+        self.layer = layer
+        self.objective = objective
+        self.constraint = constraint
+        self.accelerator = accelerator
+        self.damping = damping
+        self.outer = outer
+        self.max_iter = _check_int("max_iter", max_iter, 1)
+        self.tol = float(tol)
+        self.x_shape = x_shape
+        self.selection = selection
+        self.normalized_x_step = bool(normalized_x_step)
+        self.jacobian_penalty = jacobian_penalty
+        self.check_every = _check_int("check_every", check_every, 1)
+        self.divergence_factor = float(divergence_factor)
+        self.throw = bool(throw)
+
+    def _reference(self) -> tuple[torch.dtype, torch.device] | None:
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype, p.device
+        return None
+
+    def _initial_x(self, y: Any, x0: Tensor | None) -> Tensor:
+        ref = self._reference()
+        if x0 is None:
+            if self.x_shape is None:
+                raise ValueError("solve needs x0 when the problem was built without x_shape")
+            batch = _batch_of(y)
+            if batch is None:
+                raise ValueError("cannot infer the batch size from y (no tensor in it); pass x0 explicitly")
+            if ref is None:
+                first = next((t for _, t in _tensors_of(y) if t.is_floating_point()), None)
+                ref = (
+                    (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
+                )
+            return torch.zeros(batch, *self.x_shape, dtype=ref[0], device=ref[1])
+        check_tensor("x0", x0, ndim_min=1)
+        if self.x_shape is not None and tuple(x0.shape[1:]) != self.x_shape:
+            raise ValueError(
+                f"x0 must have shape (B, {', '.join(map(str, self.x_shape))}) to match x_shape, "
+                f"got {tuple(x0.shape)}"
+            )
+        if ref is not None:
+            if x0.dtype != ref[0]:
+                raise TypeError(f"x0 must have dtype {ref[0]} (the parameters'), got {x0.dtype}")
+            if x0.device != ref[1]:
+                raise ValueError(f"x0 must be on device {ref[1]} (the parameters'), got {x0.device}")
+        return x0
+
+    def _check_y(self, y: Any, x: Tensor) -> None:
+        for name, t in _tensors_of(y):
+            if t.ndim == 0 or t.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"{name} must have batch size {x.shape[0]} in dimension 0 (like x), "
+                    f"got shape {tuple(t.shape)}"
+                )
+            if t.device != x.device:
+                raise ValueError(f"{name} must be on device {x.device}, got {t.device}")
+            if t.is_floating_point():
+                check_tensor(name, t, like=x)
+
+    def solve(
+        self,
+        y: Any,
+        x0: Tensor | None = None,
+        *,
+        constraint: Constraint | None = None,
+        z0: State | None = None,
+        generator: torch.Generator | None = None,
+    ) -> JointSolution:
+        """Solve the joint problem for the batch ``y`` (a tensor or a tuple of tensors, batch
+        first), starting from ``x0`` (zeros of ``x_shape`` if ``None``) and ``z0``
+        (``layer.init_state(x0)`` if ``None``); ``μ`` starts at zero.
+
+        ``constraint`` overrides the problem's constraint for this call (e.g. an ``L2Ball``
+        centred on this batch). ``generator`` drives the random iterate of the Jacobian penalty.
+        """
+        x0 = self._initial_x(y, x0)
+        self._check_y(y, x0)
+        constraint = self.constraint if constraint is None else constraint
+        if not isinstance(constraint, Constraint):
+            raise TypeError(f"constraint must be a Constraint, got {type(constraint).__name__}")
+        constraint.validate(x0)
+        with torch.no_grad():
+            x0p = constraint.project(x0.detach())
+            z_init = self.layer.init_state(x0p) if z0 is None else z0
+        spec = StateSpec.of(z_init)
+        amap = AugmentedMap(
+            layer=self.layer,
+            objective=self.objective,
+            constraint=constraint,
+            damping=self.damping,
+            z_spec=spec,
+            x_shape=tuple(x0.shape[1:]),
+            normalized_x_step=self.normalized_x_step,
+        )
+        v0 = amap.pack(z_init, torch.zeros(x0.shape[0], spec.numel, dtype=x0.dtype, device=x0.device), x0p)
+        unrolled = isinstance(self.outer, Unrolled)
+        jp = self.jacobian_penalty
+        kwargs: dict[str, Any] = {
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "selection": self.selection,
+            "check_every": self.check_every,
+            "divergence_factor": self.divergence_factor,
+            "sample_from": None if jp is None else jp.start,
+            "generator": generator,
+        }
+        grad_ctx = torch.enable_grad() if unrolled and torch.is_grad_enabled() else torch.no_grad()
+        with grad_ctx:
+            res = fixed_point(amap.step(y, create_graph=unrolled), v0.detach(), self.accelerator, **kwargs)
+        if self.throw and bool((res.status == Status.DIVERGED).any()):
+            bad = (res.status == Status.DIVERGED).nonzero().flatten().tolist()
+            raise SolveError(
+                f"the joint solve diverged for samples {bad} (NaN/Inf or residual growth > "
+                f"{self.divergence_factor:g}x); best finite iterates are in the solution when throw=False"
+            )
+        stats = BackwardStats()
+        ctx = OuterContext(amap=amap, y=y, v_star=res.v, final_iter=res.iterations_run - 1, stats=stats)
+        att = self.outer.attach(ctx, throw=self.throw)
+        penalty = None
+        if jp is not None and res.sampled is not None:
+            zs, _, xs = amap.split(res.sampled)
+            penalty = hutchinson_jacobian_norm(
+                self.layer, spec.unpack(zs), amap.unpack_x(xs), probes=jp.probes, generator=generator
+            )
+        return JointSolution(
+            x=att.x,
+            z=att.z,
+            mu=att.mu,
+            loss=att.loss,
+            kkt_residual=res.residual,
+            iterations=res.iterations,
+            status=res.status,
+            trace=res.trace,
+            relation=self.objective.relation,
+            jacobian_penalty=penalty,
+            backward=stats,
+        )
+
+    def forward(self, y: Any, x0: Tensor | None = None) -> JointSolution:
+        """Same as :meth:`solve`."""
+        return self.solve(y, x0)

@@ -1,0 +1,246 @@
+"""The fixed-point driver shared by every solve in jiio: JIIO, plain DEQ, backward solves.
+
+:func:`fixed_point` iterates a batched map ``v ↦ G(v)`` on packed states ``(B, N)`` with an
+:class:`~jiio_core.accelerators.Accelerator`, keeps the best iterate of each sample according to a
+:class:`Selection` rule, freezes samples that have converged or diverged, and reports a status per
+sample. The only host syncs are the stopping test, every ``check_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from jiio_core._checks import check_positive
+from jiio_core.accelerators import Accelerator
+
+
+class Status(enum.IntEnum):
+    """Per-sample outcome of a solve (stored as ``int8`` in ``status`` tensors)."""
+
+    CONVERGED = 0
+    """The residual fell below the tolerance."""
+    MAX_ITER = 1
+    """The iteration budget ran out first; the best iterate is returned."""
+    DIVERGED = 2
+    """The iteration produced NaN/Inf or blew up; the last good best iterate is returned."""
+
+
+@attrs.frozen
+class StepOutput:
+    """What one evaluation of the map returns, per sample."""
+
+    value: Tensor
+    """``G(v)``, shape ``(B, N)``."""
+    residual: Tensor
+    """``(B,)`` convergence measure at ``v`` (absolute; compared with ``tol · max(1, ‖v‖)``)."""
+    cost: Tensor | None = None
+    """``(B,)`` objective at ``v``, used by cost-aware :class:`Selection` rules."""
+
+
+Step = Callable[[Tensor, int], StepOutput]
+"""``step(v, k)`` evaluates the map at ``v`` on iteration ``k``."""
+
+
+class Selection(ABC):
+    """Rule deciding, per sample, whether the iterate just evaluated replaces the best so far."""
+
+    uses_cost: bool = False
+
+    @abstractmethod
+    def better(
+        self, k: int, residual: Tensor, cost: Tensor, best_residual: Tensor, best_cost: Tensor
+    ) -> Tensor:
+        """Boolean ``(B,)`` mask of samples whose new iterate should be kept."""
+
+
+@attrs.frozen
+class LowestResidual(Selection):
+    """Keep the iterate with the smallest residual (plain fixed-point solves)."""
+
+    def better(
+        self, k: int, residual: Tensor, cost: Tensor, best_residual: Tensor, best_cost: Tensor
+    ) -> Tensor:
+        return residual < best_residual
+
+
+@attrs.frozen
+class LowestCost(Selection):
+    """Keep the iterate with the lowest cost, whatever its residual (paper C.3's rule)."""
+
+    uses_cost = True
+
+    def better(
+        self, k: int, residual: Tensor, cost: Tensor, best_residual: Tensor, best_cost: Tensor
+    ) -> Tensor:
+        return cost < best_cost
+
+
+def _check_warmup(_: object, a: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"{a.name} must be an int >= 0, got {value!r}")
+
+
+def _check_slack(_: object, a: attrs.Attribute[float], value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+        raise ValueError(f"{a.name} must be a finite number >= 1, got {value!r}")
+
+
+@attrs.frozen
+class CostResidualTradeoff(Selection):
+    """The paper's heuristic (A.2): replace the best iterate if the residual improves, or during
+    the first ``warmup`` iterations, or if the cost improves while the residual stays within
+    ``slack`` times the best iterate's residual."""
+
+    warmup: int = attrs.field(default=10, validator=_check_warmup)
+    slack: float = attrs.field(default=1.3, validator=_check_slack)
+
+    uses_cost = True
+
+    def better(
+        self, k: int, residual: Tensor, cost: Tensor, best_residual: Tensor, best_cost: Tensor
+    ) -> Tensor:
+        improves = residual < best_residual
+        if k < self.warmup:
+            return torch.ones_like(improves)
+        return improves | ((cost < best_cost) & (residual <= self.slack * best_residual))
+
+
+@attrs.frozen(eq=False)
+class Trace:
+    """Per-iteration history, ``(iterations_run, B)`` each (NaN where a sample was frozen)."""
+
+    residual: Tensor
+    cost: Tensor
+
+
+@attrs.frozen(eq=False)
+class FixedPointResult:
+    """Outcome of :func:`fixed_point`."""
+
+    v: Tensor
+    """Best iterate per sample, ``(B, N)``."""
+    residual: Tensor
+    """``(B,)`` residual at ``v``."""
+    cost: Tensor
+    """``(B,)`` cost at ``v`` (NaN when the map reports none)."""
+    iterations: Tensor
+    """``(B,)`` number of map evaluations spent on each sample."""
+    status: Tensor
+    """``(B,)`` int8 :class:`Status` codes."""
+    trace: Trace
+    sampled: Tensor | None = None
+    """One iterate per sample drawn uniformly from those evaluated at or after
+    ``sample_from`` (for regularisers at a random iterate), if requested."""
+
+    @property
+    def converged(self) -> Tensor:
+        return self.status == Status.CONVERGED
+
+    @property
+    def iterations_run(self) -> int:
+        return int(self.trace.residual.shape[0])
+
+
+def fixed_point(
+    step: Step,
+    v0: Tensor,
+    accelerator: Accelerator[Any],
+    *,
+    max_iter: int,
+    tol: float,
+    selection: Selection | None = None,
+    check_every: int = 5,
+    divergence_factor: float = 1e6,
+    sample_from: int | None = None,
+    generator: torch.Generator | None = None,
+) -> FixedPointResult:
+    """Iterate ``step`` from ``v0`` and return the best iterate of each sample.
+
+    A sample converges when ``residual ≤ tol · max(1, ‖v‖)``; it diverges when the map returns
+    NaN/Inf or its residual exceeds ``divergence_factor`` times its first residual. Converged and
+    diverged samples are frozen at their best iterate; the loop stops when none is active
+    (tested every ``check_every`` iterations) or after ``max_iter`` evaluations.
+
+    Runs with autograd if the caller enables it and ``v0``/``step`` carry graphs (used by
+    :class:`~jiio_core.outer.Unrolled`): every update is out of place in that case.
+    """
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    check_positive("tol", tol, allow_zero=True)
+    if not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    if v0.ndim != 2:
+        raise ValueError(f"v0 must be packed to (B, N), got shape {tuple(v0.shape)}")
+    selection = selection if selection is not None else LowestResidual()
+    batch = v0.shape[0]
+    dev, dt = v0.device, v0.dtype
+    inf = torch.full((batch,), math.inf, device=dev, dtype=dt)
+    best_v, best_res, best_cost = v0, inf, inf.clone()
+    first_res = inf.clone()
+    active = torch.ones(batch, dtype=torch.bool, device=dev)
+    status = torch.full((batch,), int(Status.MAX_ITER), dtype=torch.int8, device=dev)
+    iterations = torch.zeros(batch, dtype=torch.int64, device=dev)
+    trace_res = torch.full((max_iter, batch), math.nan, device=dev, dtype=dt)
+    trace_cost = torch.full((max_iter, batch), math.nan, device=dev, dtype=dt)
+    sampled: Tensor | None = None
+    seen = torch.zeros(batch, device=dev, dtype=dt)
+    state = accelerator.init(v0)
+    v = v0
+    run = 0
+    for k in range(max_iter):
+        out = step(v, k)
+        has_cost = out.cost is not None
+        res = out.residual
+        cost = out.cost if out.cost is not None else torch.zeros_like(res)
+        finite = torch.isfinite(res) & torch.isfinite(cost) & torch.isfinite(out.value).all(dim=1)
+        if k == 0:
+            first_res = torch.where(finite, res, inf).detach()
+        blown = res.detach() > divergence_factor * torch.clamp(first_res, min=torch.finfo(dt).tiny)
+        diverged = active & (~finite | blown)
+        ok = active & ~diverged
+        scale = torch.clamp(torch.linalg.vector_norm(v.detach(), dim=1), min=1.0)
+        conv = ok & (res.detach() <= tol * scale)
+        better = ok & (conv | selection.better(k, res.detach(), cost.detach(), best_res, best_cost))
+        bmask = better.unsqueeze(1)
+        best_v = torch.where(bmask, v, best_v)
+        best_res = torch.where(better, res.detach(), best_res)
+        best_cost = torch.where(better, cost.detach(), best_cost)
+        if sample_from is not None and k >= sample_from:
+            seen = seen + ok.to(dt)
+            draw = torch.rand(batch, device=dev, dtype=dt, generator=generator)
+            take = (ok & (draw * seen < 1.0)).unsqueeze(1)  # reservoir sampling, size 1
+            sampled = torch.where(take, v.detach(), sampled if sampled is not None else v.detach())
+        status = torch.where(conv, int(Status.CONVERGED), status)
+        status = torch.where(diverged, int(Status.DIVERGED), status).to(torch.int8)
+        iterations = torch.where(active, k + 1, iterations)
+        trace_res[k] = torch.where(active, res.detach(), math.nan)
+        trace_cost[k] = torch.where(active, cost.detach(), math.nan)
+        active = ok & ~conv
+        run = k + 1
+        if run == max_iter:
+            break
+        v_next, state = accelerator.update(state, v, out.value, active)
+        # frozen samples sit at their best iterate (finite), so they cannot poison the batch
+        v = torch.where(active.unsqueeze(1), v_next, best_v)
+        if run % check_every == 0 and not bool(active.any()):
+            break
+    if sampled is not None:
+        never = (seen == 0).unsqueeze(1)
+        sampled = torch.where(never, best_v.detach(), sampled)
+    return FixedPointResult(
+        v=best_v,
+        residual=best_res,
+        cost=best_cost if has_cost else torch.full_like(best_cost, math.nan),
+        iterations=iterations,
+        status=status,
+        trace=Trace(residual=trace_res[:run], cost=trace_cost[:run]),
+        sampled=sampled,
+    )
