@@ -7,6 +7,7 @@ The public API: abstract pieces (:class:`Layer`, :class:`InnerObjective`, :class
 
 from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard
 from jiio_core.augmented import AugmentedMap
+from jiio_core.config import from_dict, to_dict
 from jiio_core.constraint import Box, Constraint, Intersection, L2Ball, Unconstrained
 from jiio_core.damping import Damping
 from jiio_core.layer import Layer
@@ -77,7 +78,9 @@ __all__ = [
     "Unrolled",
     "__version__",
     "fixed_point",
+    "from_dict",
     "hutchinson_jacobian_norm",
     "implicit_backward",
     "pack",
+    "to_dict",
 ]
