@@ -33,7 +33,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     )
     if missing:
         raise ValueError(f"missing required field(s) {', '.join(map(repr, missing))} for {cls.__name__}")
-    out: T = cls(**data)
+    out: T = cls(**data)  # type: ignore[assignment]
     return out
 
 

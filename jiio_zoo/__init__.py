@@ -1,1 +1,72 @@
-"""jiio_zoo: models, configs and checkpoints."""
+"""jiio_zoo: models, configs and checkpoints.
+
+``jiio_zoo.load(name, pretrained=True, weights=None, device="cpu")`` builds a named model
+(:class:`ZooModel`: layer with its injection, head, config); ``jiio_zoo.list()`` names them.
+The pieces (``MDEQLayer``, injections, heads, ``OptEqLayer``) can also be composed by hand.
+"""
+
+from jiio_zoo.checkpoint import CheckpointError, load_into, load_model, save
+from jiio_zoo.configs import (
+    CONFIGS,
+    ConfigError,
+    MDEQConfig,
+    OptEqConfig,
+    SolverConfig,
+    TrainConfig,
+    ZooConfig,
+    config_from_dict,
+    get_config,
+)
+from jiio_zoo.heads import ImageHead, MDEQClassificationHead, PooledClassificationHead
+from jiio_zoo.injections import (
+    BranchInputs,
+    FiLMInjection,
+    ImageInjection,
+    Injection,
+    LatentInjection,
+)
+from jiio_zoo.mdeq import MDEQCell, MDEQLayer
+from jiio_zoo.model import LinearHead, ZooModel, build_model
+from jiio_zoo.objectives import AdversarialObjective, FewShotObjective, ReconstructionObjective
+from jiio_zoo.opteq import CallablePrior, OptEqLayer, Prior, QuadraticPrior
+from jiio_zoo.registry import MissingWeightsError, load
+from jiio_zoo.registry import list_models as list  # the documented public name
+
+__all__ = [
+    "CONFIGS",
+    "AdversarialObjective",
+    "BranchInputs",
+    "CallablePrior",
+    "CheckpointError",
+    "ConfigError",
+    "FewShotObjective",
+    "FiLMInjection",
+    "ImageHead",
+    "ImageInjection",
+    "Injection",
+    "LatentInjection",
+    "LinearHead",
+    "MDEQCell",
+    "MDEQClassificationHead",
+    "MDEQConfig",
+    "MDEQLayer",
+    "MissingWeightsError",
+    "OptEqConfig",
+    "OptEqLayer",
+    "PooledClassificationHead",
+    "Prior",
+    "QuadraticPrior",
+    "ReconstructionObjective",
+    "SolverConfig",
+    "TrainConfig",
+    "ZooConfig",
+    "ZooModel",
+    "build_model",
+    "config_from_dict",
+    "get_config",
+    "list",
+    "load",
+    "load_into",
+    "load_model",
+    "save",
+]
