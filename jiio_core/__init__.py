@@ -7,6 +7,16 @@ The public API: abstract pieces (:class:`Layer`, :class:`InnerObjective`, :class
 
 from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard
 from jiio_core.augmented import AugmentedMap
+from jiio_core.baselines import (
+    PGD,
+    SGD,
+    Adam,
+    DEQSolution,
+    DEQSolver,
+    InputOptimizationResult,
+    InputOptimizer,
+    optimize_input,
+)
 from jiio_core.config import from_dict, to_dict
 from jiio_core.constraint import Box, Constraint, Intersection, L2Ball, Unconstrained
 from jiio_core.damping import Damping
@@ -40,7 +50,10 @@ from jiio_core.state import State, StateSpec, pack
 __version__ = "0.1.0"
 
 __all__ = [
+    "PGD",
+    "SGD",
     "Accelerator",
+    "Adam",
     "AdjointShortcut",
     "AndersonI",
     "AndersonII",
@@ -51,11 +64,15 @@ __all__ = [
     "Broyden",
     "Constraint",
     "CostResidualTradeoff",
+    "DEQSolution",
+    "DEQSolver",
     "Damping",
     "FixedInput",
     "FixedPointResult",
     "ImplicitKKT",
     "InnerObjective",
+    "InputOptimizationResult",
+    "InputOptimizer",
     "Intersection",
     "JacobianPenalty",
     "JointProblem",
@@ -81,6 +98,7 @@ __all__ = [
     "from_dict",
     "hutchinson_jacobian_norm",
     "implicit_backward",
+    "optimize_input",
     "pack",
     "to_dict",
 ]

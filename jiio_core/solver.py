@@ -165,7 +165,9 @@ def fixed_point(
     """Iterate ``step`` from ``v0`` and return the best iterate of each sample.
 
     A sample converges when ``residual ≤ tol · max(1, ‖v‖)``; it diverges when the map returns
-    NaN/Inf or its residual exceeds ``divergence_factor`` times its first residual. Converged and
+    NaN/Inf, its residual exceeds ``divergence_factor`` times its first residual, or its iterate's
+    norm exceeds ``divergence_factor · max(1, ‖v₀‖, ‖G(v₀)‖)`` (without this, an accelerator step
+    that blows ``v`` up would pass the relative convergence test). Converged and
     diverged samples are frozen at their best iterate; the loop stops when none is active
     (tested every ``check_every`` iterations) or after ``max_iter`` evaluations.
 
@@ -185,6 +187,7 @@ def fixed_point(
     inf = torch.full((batch,), math.inf, device=dev, dtype=dt)
     best_v, best_res, best_cost = v0, inf, inf.clone()
     first_res = inf.clone()
+    size_ref = inf.clone()
     active = torch.ones(batch, dtype=torch.bool, device=dev)
     status = torch.full((batch,), int(Status.MAX_ITER), dtype=torch.int8, device=dev)
     iterations = torch.zeros(batch, dtype=torch.int64, device=dev)
@@ -201,12 +204,16 @@ def fixed_point(
         res = out.residual
         cost = out.cost if out.cost is not None else torch.zeros_like(res)
         finite = torch.isfinite(res) & torch.isfinite(cost) & torch.isfinite(out.value).all(dim=1)
+        v_norm = torch.linalg.vector_norm(v.detach(), dim=1)
         if k == 0:
             first_res = torch.where(finite, res, inf).detach()
+            g0_norm = torch.linalg.vector_norm(out.value.detach(), dim=1)
+            size_ref = torch.clamp(torch.maximum(v_norm, torch.where(finite, g0_norm, v_norm)), min=1.0)
         blown = res.detach() > divergence_factor * torch.clamp(first_res, min=torch.finfo(dt).tiny)
+        blown = blown | (v_norm > divergence_factor * size_ref)
         diverged = active & (~finite | blown)
         ok = active & ~diverged
-        scale = torch.clamp(torch.linalg.vector_norm(v.detach(), dim=1), min=1.0)
+        scale = torch.clamp(v_norm, min=1.0)
         conv = ok & (res.detach() <= tol * scale)
         better = ok & (conv | selection.better(k, res.detach(), cost.detach(), best_res, best_cost))
         bmask = better.unsqueeze(1)
