@@ -12,7 +12,8 @@ py=${1:?usage: build_learn2learn.sh PYTHON WHEELHOUSE}
 wheelhouse=${2:?usage: build_learn2learn.sh PYTHON WHEELHOUSE}
 version=0.2.0
 mkdir -p "$wheelhouse"
-if ls "$wheelhouse"/learn2learn-"$version"-*.whl >/dev/null 2>&1; then
+tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+if ls "$wheelhouse"/learn2learn-"$version"-"$tag"-*.whl >/dev/null 2>&1; then
   exit 0
 fi
 work=$(mktemp -d)
