@@ -172,7 +172,8 @@ class Intersection(Constraint):
 
     Exact for two sets when one projection is applied after the other only if they commute;
     in general Dykstra converges to the exact projection; ``iterations`` bounds the work and
-    ``tol`` stops early (one host sync per sweep). The last set's projection is applied last,
+    ``tol`` stops early once every sample's sweep changed it by less than
+    ``tol · (‖y‖ + 1)`` (one host sync per sweep). The last set's projection is applied last,
     so its constraint holds exactly: put the hard constraint (e.g. the pixel ``Box``) last.
     """
 
@@ -196,8 +197,9 @@ class Intersection(Constraint):
                 w = y + increments[i]
                 y = part.project(w)
                 increments[i] = w - y
-            change = torch.linalg.vector_norm((y - prev).reshape(-1))
-            scale = torch.linalg.vector_norm(y.reshape(-1)) + 1.0
-            if bool(change <= self.tol * scale):
+            # per sample, so that one sample's projection does not depend on the others
+            change = torch.linalg.vector_norm((y - prev).reshape(y.shape[0], -1), dim=1)
+            scale = torch.linalg.vector_norm(y.reshape(y.shape[0], -1), dim=1) + 1.0
+            if bool((change <= self.tol * scale).all()):
                 break
         return y

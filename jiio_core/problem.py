@@ -229,7 +229,7 @@ class JointProblem(nn.Module):
                     (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
                 )
             return torch.zeros(batch, *self.x_shape, dtype=ref[0], device=ref[1])
-        check_tensor("x0", x0, ndim_min=1)
+        check_tensor("x0", x0, ndim_min=1, finite=False)  # finiteness last: it syncs with x0's device
         if self.x_shape is not None and tuple(x0.shape[1:]) != self.x_shape:
             raise ValueError(
                 f"x0 must have shape (B, {', '.join(map(str, self.x_shape))}) to match x_shape, "
@@ -240,6 +240,7 @@ class JointProblem(nn.Module):
                 raise TypeError(f"x0 must have dtype {ref[0]} (the parameters'), got {x0.dtype}")
             if x0.device != ref[1]:
                 raise ValueError(f"x0 must be on device {ref[1]} (the parameters'), got {x0.device}")
+        check_tensor("x0", x0)
         return x0
 
     def _check_y(self, y: Any, x: Tensor) -> None:
@@ -290,7 +291,7 @@ class JointProblem(nn.Module):
             normalized_x_step=self.normalized_x_step,
         )
         v0 = amap.pack(z_init, torch.zeros(x0.shape[0], spec.numel, dtype=x0.dtype, device=x0.device), x0p)
-        unrolled = isinstance(self.outer, Unrolled)
+        unrolled = isinstance(self.outer, Unrolled) and torch.is_grad_enabled()
         jp = self.jacobian_penalty
         kwargs: dict[str, Any] = {
             "max_iter": self.max_iter,
@@ -301,7 +302,7 @@ class JointProblem(nn.Module):
             "sample_from": None if jp is None else jp.start,
             "generator": generator,
         }
-        grad_ctx = torch.enable_grad() if unrolled and torch.is_grad_enabled() else torch.no_grad()
+        grad_ctx = torch.enable_grad() if unrolled else torch.no_grad()
         with grad_ctx:
             res = fixed_point(amap.step(y, create_graph=unrolled), v0.detach(), self.accelerator, **kwargs)
         if self.throw and bool((res.status == Status.DIVERGED).any()):
