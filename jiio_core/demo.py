@@ -79,8 +79,9 @@ def make_setup(
     x_true = torch.randn(batch, latent, generator=g)
     with torch.no_grad():
         z = DEQSolver(max_iter=200, tol=1e-7).solve(layer, x_true).z
-        targets = objective.head.detach() @ z.T  # type: ignore[operator]
-    return DemoSetup(layer=layer, objective=objective, targets=targets.T.contiguous(), latent=latent)
+        assert isinstance(z, Tensor)
+        targets = z @ objective.head.detach().T
+    return DemoSetup(layer=layer, objective=objective, targets=targets.contiguous(), latent=latent)
 
 
 def run(batch: int, iterations: int, adam_steps: int, seed: int) -> list[dict[str, Any]]:
