@@ -1,0 +1,189 @@
+"""Output heads ``h_θ(z)`` reading the MDEQ equilibrium (a tuple of per-branch maps).
+
+Every head accepts branch tensors ``(B, *lead, C_i, H_i, W_i)`` and returns outputs with the same
+leading dimensions (``lead`` is ``(S,)`` for meta-learning tasks, else ``()``).
+
+- :class:`ImageHead` — MDEQ segmentation-style merge: upsample every branch to the finest
+  resolution, concatenate, 1×1 conv + GN + ReLU, 1×1 conv to the image channels, optional
+  ``tanh``/``sigmoid``.
+- :class:`MDEQClassificationHead` — MDEQ classification head: per branch a bottleneck that
+  widens to ``4·head_channels[i]``, stride-2 3×3 convs carrying the finer branches down and
+  summing into the coarser ones, a 1×1 conv to ``final_channels``, global average pooling and a
+  linear classifier.
+- :class:`PooledClassificationHead` — per branch GN + average pooling to a
+  ``ceil(pool_size/2^i)`` grid, concatenation, linear classifier (the meta-learning head).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jiio_core.state import State
+from jiio_zoo._nn import conv, flatten_lead, group_norm, restore_lead
+
+__all__ = [
+    "Bottleneck",
+    "Head",
+    "ImageHead",
+    "MDEQClassificationHead",
+    "PooledClassificationHead",
+]
+
+
+def _parts(z: State, n: int, name: str) -> tuple[list[Tensor], tuple[int, ...]]:
+    parts = z if isinstance(z, tuple) else (z,)
+    if len(parts) != n:
+        raise ValueError(f"{name} expects {n} branch tensors, got {len(parts)}")
+    flat, leads = zip(*(flatten_lead(p, 3) for p in parts), strict=True)
+    if len(set(leads)) != 1:
+        raise ValueError(f"{name}: branches have different leading shapes {sorted(set(leads))}")
+    return list(flat), leads[0]
+
+
+class Head(nn.Module):
+    """Base class of the heads: ``forward(z) -> output`` with ``z`` the layer's state."""
+
+    def __call__(self, z: State) -> Tensor:
+        out: Tensor = super().__call__(z)
+        return out
+
+
+class ImageHead(Head):
+    """Merge all branches into an image ``(B, *lead, out_channels, H_0, W_0)``."""
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        out_channels: int,
+        groups: int,
+        activation: Literal["none", "tanh", "sigmoid"] = "none",
+        init_std: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if activation not in ("none", "tanh", "sigmoid"):
+            raise ValueError(f"activation must be 'none', 'tanh' or 'sigmoid', got {activation!r}")
+        self.channels = tuple(channels)
+        total = sum(self.channels)
+        self.activation = activation
+        self.mix = nn.Sequential(
+            conv(total, total, 1, bias=True, init_std=init_std),
+            group_norm(groups, total),
+            nn.ReLU(),
+        )
+        self.out = conv(total, out_channels, 1, bias=True, init_std=init_std)
+
+    def forward(self, z: State) -> Tensor:
+        parts, lead = _parts(z, len(self.channels), "ImageHead")
+        size = (int(parts[0].shape[-2]), int(parts[0].shape[-1]))
+        ups = [parts[0]] + [
+            F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in parts[1:]
+        ]
+        y = self.out(self.mix(torch.cat(ups, dim=1)))
+        if self.activation == "tanh":
+            y = torch.tanh(y)
+        elif self.activation == "sigmoid":
+            y = torch.sigmoid(y)
+        return restore_lead(y, lead)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck ``C → h → h → 4h`` (1×1, 3×3, 1×1 convs with GN) plus a 1×1 + GN
+    shortcut, then ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, planes: int, groups: int, init_std: float) -> None:
+        super().__init__()
+        out = planes * self.expansion
+        self.body = nn.Sequential(
+            conv(in_channels, planes, 1, init_std=init_std),
+            group_norm(groups, planes),
+            nn.ReLU(),
+            conv(planes, planes, 3, init_std=init_std),
+            group_norm(groups, planes),
+            nn.ReLU(),
+            conv(planes, out, 1, init_std=init_std),
+            group_norm(groups, out),
+        )
+        self.shortcut = nn.Sequential(
+            conv(in_channels, out, 1, init_std=init_std), group_norm(groups, out)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class MDEQClassificationHead(Head):
+    """MDEQ's classification head; returns logits ``(B, *lead, num_classes)``."""
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        head_channels: Sequence[int],
+        final_channels: int,
+        num_classes: int,
+        groups: int,
+        init_std: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if len(head_channels) != len(channels):
+            raise ValueError(
+                f"head_channels must have one entry per branch ({len(channels)}), got "
+                f"{tuple(head_channels)}"
+            )
+        self.channels = tuple(channels)
+        wide = [Bottleneck.expansion * h for h in head_channels]
+        self.incre = nn.ModuleList(
+            Bottleneck(c, h, groups, init_std) for c, h in zip(channels, head_channels, strict=True)
+        )
+        self.down = nn.ModuleList(
+            nn.Sequential(
+                conv(wide[i], wide[i + 1], 3, stride=2, bias=True, init_std=init_std),
+                group_norm(groups, wide[i + 1]),
+                nn.ReLU(),
+            )
+            for i in range(len(channels) - 1)
+        )
+        self.final = nn.Sequential(
+            conv(wide[-1], final_channels, 1, bias=True, init_std=init_std),
+            group_norm(groups, final_channels),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Linear(final_channels, num_classes)
+
+    def forward(self, z: State) -> Tensor:
+        parts, lead = _parts(z, len(self.channels), "MDEQClassificationHead")
+        y = self.incre[0](parts[0])
+        for i, down in enumerate(self.down):
+            y = self.incre[i + 1](parts[i + 1]) + down(y)
+        y = self.final(y).mean(dim=(-2, -1))
+        return restore_lead(self.classifier(y), lead)
+
+
+class PooledClassificationHead(Head):
+    """Per-branch GN + average pooling to a ``ceil(pool_size / 2^i)`` square grid,
+    concatenation and a linear classifier; returns logits ``(B, *lead, num_classes)``."""
+
+    def __init__(
+        self, channels: Sequence[int], num_classes: int, groups: int, pool_size: int = 1
+    ) -> None:
+        super().__init__()
+        self.channels = tuple(channels)
+        self.grids = tuple(max(1, math.ceil(pool_size / 2**i)) for i in range(len(self.channels)))
+        self.norms = nn.ModuleList(group_norm(groups, c) for c in self.channels)
+        features = sum(c * g * g for c, g in zip(self.channels, self.grids, strict=True))
+        self.classifier = nn.Linear(features, num_classes)
+
+    def forward(self, z: State) -> Tensor:
+        parts, lead = _parts(z, len(self.channels), "PooledClassificationHead")
+        feats = [
+            F.adaptive_avg_pool2d(norm(p), g).flatten(1)
+            for norm, p, g in zip(self.norms, parts, self.grids, strict=True)
+        ]
+        return restore_lead(self.classifier(torch.cat(feats, dim=1)), lead)

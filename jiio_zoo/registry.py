@@ -1,0 +1,115 @@
+"""The named models of the zoo: ``load(name)`` and ``list_models()``.
+
+Weights are looked up, in order, at the ``weights=`` path, inside the package
+(``jiio_zoo/weights/<name>.pt``, for the small CPU entries that ship trained weights) and in
+the user cache (``$JIIO_CACHE/<name>.pt``, default ``~/.cache/jiio/<name>.pt``, where the
+paper-scale entries live). Without weights, ``pretrained=True`` raises
+:class:`MissingWeightsError` saying where to put the file and which command trains it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from jiio_zoo.checkpoint import load_into
+from jiio_zoo.configs import CONFIGS, ZooConfig
+from jiio_zoo.model import ZooModel, build_model
+
+__all__ = [
+    "MissingWeightsError",
+    "cache_dir",
+    "list_models",
+    "load",
+    "packaged_weights_path",
+    "train_command",
+    "weights_candidates",
+]
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """``load(name, pretrained=True)`` found no weights file; the message says where to put one
+    and how to train it."""
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`load`, paper-scale entries first."""
+    return [*CONFIGS]
+
+
+def _config(name: str) -> ZooConfig:
+    if not isinstance(name, str) or name not in CONFIGS:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(CONFIGS)}")
+    return CONFIGS[name]
+
+
+def cache_dir() -> Path:
+    """``$JIIO_CACHE`` if set, else ``~/.cache/jiio``."""
+    env = os.environ.get("JIIO_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "jiio"
+
+
+def packaged_weights_path(name: str) -> Path:
+    return PACKAGE_WEIGHTS / f"{name}.pt"
+
+
+def weights_candidates(name: str) -> list[Path]:
+    """Where :func:`load` looks for ``name``'s weights (packaged first for small entries)."""
+    config = _config(name)
+    cached = cache_dir() / f"{name}.pt"
+    if config.scale == "paper":
+        return [cached]
+    return [packaged_weights_path(name), cached]
+
+
+def train_command(name: str) -> str:
+    """The command that trains ``name`` (its checkpoint is what :func:`load` reads)."""
+    return f"jiio train {_config(name).task} --config {name}"
+
+
+def load(
+    name: str,
+    pretrained: bool = True,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> ZooModel:
+    """Build the zoo model ``name``; with ``pretrained`` load its weights.
+
+    Args:
+        name: one of :func:`list_models`.
+        pretrained: load trained weights (``False``: a fresh initialisation, for every entry).
+        weights: explicit checkpoint path (overrides the lookup; implies ``pretrained``).
+        device: where to put the model.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the valid names).
+        MissingWeightsError: ``pretrained`` and no weights file at any candidate location.
+        jiio_zoo.checkpoint.CheckpointError: the weights file is corrupted or for another config.
+    """
+    config = _config(name)
+    model = build_model(config)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"weights file {path} for model {name!r} does not exist; train it with "
+                f"`{train_command(name)}` and pass the checkpoint it writes"
+            )
+        load_into(model, path)
+    elif pretrained:
+        candidates = weights_candidates(name)
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            where = " or ".join(str(p) for p in candidates)
+            raise MissingWeightsError(
+                f"no pretrained weights for {name!r}: expected a checkpoint at {where} "
+                f"(set $JIIO_CACHE to change the cache directory). Train one with "
+                f"`{train_command(name)}` and copy the checkpoint there, pass "
+                f"weights=<path>, or use pretrained=False for a fresh model."
+            )
+        load_into(model, found)
+    return model.to(device)
