@@ -1,0 +1,78 @@
+"""The ``jiio`` command: ``jiio train|eval|sample|bench <family> [options]``.
+
+Each task family registers its own subcommands through a ``register(commands)`` function in
+its ``cli`` module (listed in ``_FAMILIES``); this module only builds the top-level parser.
+A family module that is missing is simply not offered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+import attrs
+
+Handler = Callable[[argparse.Namespace], int]
+
+_FAMILIES = (
+    "jiio_tasks.generative.cli",
+    "jiio_tasks.adversarial.cli",
+    "jiio_tasks.meta.cli",
+)
+
+
+@attrs.define
+class Commands:
+    """The verb sub-parsers that family modules add their subcommands to."""
+
+    train: argparse._SubParsersAction[argparse.ArgumentParser]
+    eval: argparse._SubParsersAction[argparse.ArgumentParser]
+    sample: argparse._SubParsersAction[argparse.ArgumentParser]
+    bench: argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jiio",
+        description="Joint inference and input optimisation for deep equilibrium models: train, "
+        "evaluate, sample and benchmark the paper's task families.",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="{train,eval,sample,bench}", required=True)
+    subs = {}
+    for verb, text in (
+        ("train", "train a model of a task family"),
+        ("eval", "evaluate a trained model"),
+        ("sample", "draw samples / reconstructions from a trained model"),
+        ("bench", "time JIIO against the gradient baselines"),
+    ):
+        p = verbs.add_parser(verb, help=text, description=text)
+        subs[verb] = p.add_subparsers(dest="family", metavar="FAMILY", required=True)
+    commands = Commands(train=subs["train"], eval=subs["eval"], sample=subs["sample"], bench=subs["bench"])
+    for name in _FAMILIES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and name.startswith(err.name):
+                continue
+            raise
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.error(f"'{args.verb} {args.family}' has no handler")
+    try:
+        return handler(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"jiio: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

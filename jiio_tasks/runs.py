@@ -1,0 +1,177 @@
+"""Run directories: resumable training state written atomically, and metrics as JSON.
+
+A run directory holds::
+
+    state.pt        # latest training state (model, optimiser, step, RNG states, extra)
+    metrics.json    # {"config": ..., "history": [{"step": ..., ...}, ...], "final": {...}}
+    *.png           # plots and image grids written by the task
+
+``state.pt`` is written to a temporary file in the same directory, fsynced, then renamed over
+the old one, so an interrupted run always leaves a loadable state; ``RunDir.resume`` restores
+model, optimiser and RNG states and returns the step to continue from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+STATE_FORMAT = "jiio-run-state"
+STATE_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be written or resumed; the message names the file."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+class RunDir:
+    """One training run's directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    def save_state(
+        self,
+        step: int,
+        modules: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Atomically write everything needed to resume after ``step`` completed steps."""
+        payload = {
+            "format": STATE_FORMAT,
+            "format_version": STATE_VERSION,
+            "step": int(step),
+            "modules": {k: m.state_dict() for k, m in modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
+            "rng": _rng_state(),
+            "extra": dict(extra or {}),
+        }
+        atomic_torch_save(self.state_path, payload)
+
+    def resume(
+        self,
+        modules: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Restore a saved state into ``modules``/``optimizers``; returns ``(step, extra)``, or
+        ``(0, {})`` when the directory has no state yet."""
+        path = self.state_path
+        if not path.exists():
+            return 0, {}
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # any unpickling failure means a corrupt file
+            raise RunError(f"cannot read run state {path}: {err}") from err
+        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+            raise RunError(f"{path} is not a jiio run state (format {payload.get('format')!r})")
+        if payload.get("format_version") != STATE_VERSION:
+            raise RunError(
+                f"{path} has run-state version {payload.get('format_version')!r}; "
+                f"this jiio reads version {STATE_VERSION}"
+            )
+        for key, module in modules.items():
+            if key not in payload["modules"]:
+                raise RunError(f"{path} holds no module {key!r} (has {sorted(payload['modules'])})")
+            try:
+                module.load_state_dict(payload["modules"][key])
+            except RuntimeError as err:
+                raise RunError(f"{path}: module {key!r} does not match this model: {err}") from err
+        for key, opt in (optimizers or {}).items():
+            if key not in payload["optimizers"]:
+                raise RunError(f"{path} holds no optimiser {key!r}")
+            opt.load_state_dict(payload["optimizers"][key])
+        _set_rng_state(payload["rng"])
+        return int(payload["step"]), dict(payload["extra"])
+
+    def read_metrics(self) -> dict[str, Any]:
+        if not self.metrics_path.exists():
+            return {"history": []}
+        try:
+            data: dict[str, Any] = json.loads(self.metrics_path.read_text(encoding="utf8"))
+        except json.JSONDecodeError as err:
+            raise RunError(f"cannot parse {self.metrics_path}: {err}") from err
+        return data
+
+    def write_metrics(self, data: Mapping[str, Any]) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, default=_json_default)
+        atomic_write_bytes(self.metrics_path, text.encode("utf8"))
+
+    def log(self, step: int, **values: float) -> None:
+        """Append one history record (rewrites metrics.json atomically)."""
+        data = self.read_metrics()
+        history = [h for h in data.get("history", []) if h.get("step", -1) < step]
+        history.append({"step": int(step), **{k: float(v) for k, v in values.items()}})
+        data["history"] = history
+        self.write_metrics(data)
+
+    def update(self, **entries: Any) -> None:
+        """Set top-level entries of metrics.json (e.g. ``config=...``, ``final=...``)."""
+        data = self.read_metrics()
+        data.update(entries)
+        self.write_metrics(data)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to metrics JSON")
