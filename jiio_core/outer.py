@@ -212,7 +212,16 @@ class AdjointShortcut(OuterGradient):
 
 
 @attrs.frozen
-class ImplicitKKT(OuterGradient):
+class _ImplicitSolve(OuterGradient):
+    """Settings of the backward linear solve shared by the implicit strategies."""
+
+    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=20), validator=_check_accel)
+    max_iter: int = attrs.field(default=200, validator=_check_pos_int)
+    tol: float = attrs.field(default=1e-6, validator=_check_tol)
+
+
+@attrs.frozen
+class ImplicitKKT(_ImplicitSolve):
     """Eq. 16–17: implicit differentiation of the augmented fixed point ``v* = G(v*)``.
 
     Works for any outer loss computed from ``z``, ``x`` (and ``μ``). The backward pass solves
@@ -220,10 +229,6 @@ class ImplicitKKT(OuterGradient):
     this differentiates the layer twice. The x-block uses the plain (not normalised) projected
     gradient step, which has the same fixed points.
     """
-
-    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=20), validator=_check_accel)
-    max_iter: int = attrs.field(default=200, validator=_check_pos_int)
-    tol: float = attrs.field(default=1e-6, validator=_check_tol)
 
     def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
         if not torch.is_grad_enabled():
@@ -248,14 +253,10 @@ class ImplicitKKT(OuterGradient):
 
 
 @attrs.frozen
-class FixedInput(OuterGradient):
+class FixedInput(_ImplicitSolve):
     """Implicit differentiation through the DEQ ``z* = f(z*, x*)`` at the fixed ``x*``
     (``dx*/dθ`` ignored). Exact for outer losses whose total derivative through ``x*``
     vanishes or is deliberately dropped (the paper's meta-learning)."""
-
-    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=20), validator=_check_accel)
-    max_iter: int = attrs.field(default=200, validator=_check_pos_int)
-    tol: float = attrs.field(default=1e-6, validator=_check_tol)
 
     def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
         if not torch.is_grad_enabled():

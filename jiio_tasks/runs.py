@@ -14,6 +14,7 @@ model, optimiser and RNG states and returns the step to continue from.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
@@ -49,18 +50,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _rng_state() -> dict[str, Any]:
