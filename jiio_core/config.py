@@ -28,9 +28,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
             f"unknown field(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
             f"valid fields: {', '.join(sorted(valid))}"
         )
-    missing = sorted(
-        name for name in valid if name not in data and fields[name].default is attrs.NOTHING
-    )
+    missing = sorted(name for name in valid if name not in data and fields[name].default is attrs.NOTHING)
     if missing:
         raise ValueError(f"missing required field(s) {', '.join(map(repr, missing))} for {cls.__name__}")
     out: T = cls(**data)  # type: ignore[assignment]

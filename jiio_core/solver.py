@@ -138,7 +138,8 @@ class FixedPointResult:
     trace: Trace
     sampled: Tensor | None = None
     """One iterate per sample drawn uniformly from those evaluated at or after
-    ``sample_from`` (for regularisers at a random iterate), if requested."""
+    ``sample_from`` (for regularisers at a random iterate), if requested; ``v`` for a sample
+    that had no such evaluation."""
 
     @property
     def converged(self) -> Tensor:
@@ -201,6 +202,11 @@ def fixed_point(
     for k in range(max_iter):
         out = step(v, k)
         has_cost = out.cost is not None
+        if not has_cost and selection.uses_cost:
+            raise ValueError(
+                f"selection={type(selection).__name__} ranks iterates by cost, but step returned "
+                "StepOutput.cost=None; return a (B,) cost or use LowestResidual"
+            )
         res = out.residual
         cost = out.cost if out.cost is not None else torch.zeros_like(res)
         finite = torch.isfinite(res) & torch.isfinite(cost) & torch.isfinite(out.value).all(dim=1)
@@ -229,7 +235,8 @@ def fixed_point(
         status = torch.where(diverged, int(Status.DIVERGED), status).to(torch.int8)
         iterations = torch.where(active, k + 1, iterations)
         trace_res[k] = torch.where(active, res.detach(), math.nan)
-        trace_cost[k] = torch.where(active, cost.detach(), math.nan)
+        if has_cost:  # stays NaN when the map reports no cost, like FixedPointResult.cost
+            trace_cost[k] = torch.where(active, cost.detach(), math.nan)
         active = ok & ~conv
         run = k + 1
         if run == max_iter:
@@ -239,9 +246,11 @@ def fixed_point(
         v = torch.where(active.unsqueeze(1), v_next, best_v)
         if run % check_every == 0 and not bool(active.any()):
             break
-    if sampled is not None:
+    if sample_from is not None:
+        # samples with no evaluation at or after sample_from (the loop stopped or converged
+        # first) fall back to their returned iterate
         never = (seen == 0).unsqueeze(1)
-        sampled = torch.where(never, best_v.detach(), sampled)
+        sampled = best_v.detach() if sampled is None else torch.where(never, best_v.detach(), sampled)
     return FixedPointResult(
         v=best_v,
         residual=best_res,

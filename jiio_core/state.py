@@ -38,10 +38,11 @@ class StateSpec:
         parts = state if isinstance(state, tuple) else (state,)
         if len(parts) == 0:
             raise ValueError("state must hold at least one tensor, got an empty tuple")
-        batch = parts[0].shape[0] if parts[0].ndim > 0 else None
         for i, p in enumerate(parts):
             if not isinstance(p, Tensor):
                 raise TypeError(f"state part {i} must be a torch.Tensor, got {type(p).__name__}")
+        batch = parts[0].shape[0] if parts[0].ndim > 0 else None
+        for i, p in enumerate(parts):
             if p.ndim < 2 or p.shape[0] != batch:
                 raise ValueError(
                     f"state part {i} must be batch first with at least 2 dims and batch {batch}, "
@@ -59,6 +60,9 @@ class StateSpec:
                 raise ValueError(
                     f"state part {i} has shape {tuple(p.shape)}, expected (B, {', '.join(map(str, s))})"
                 )
+        batches = [int(p.shape[0]) for p in parts]
+        if len(set(batches)) > 1:
+            raise ValueError(f"state parts must share the batch size, got batch sizes {batches}")
         flat = [p.reshape(p.shape[0], -1) for p in parts]
         return flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
 
