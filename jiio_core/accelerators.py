@@ -46,6 +46,13 @@ def _write(buf: Tensor, slot: int, value: Tensor, graph: bool) -> Tensor:
     return buf
 
 
+def _informative(delta: Tensor, v: Tensor, gv: Tensor, factor: float = 1e3) -> Tensor:
+    """``(B,)`` mask: is the secant difference ``delta`` above the rounding noise of ``v, G(v)``?"""
+    eps = torch.finfo(v.dtype).eps
+    noise = factor * eps * (torch.linalg.vector_norm(v, dim=1) + torch.linalg.vector_norm(gv, dim=1))
+    return torch.linalg.vector_norm(delta, dim=1) > noise
+
+
 def _check_beta(_: object, a: attrs.Attribute[float], value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
         raise ValueError(f"{a.name} must be in (0, 1], got {value!r}")
@@ -124,6 +131,11 @@ class _Anderson(Accelerator[AndersonState]):
         slot = state.count % m
         dxi = v - state.prev_v
         dfi = f - state.prev_f
+        # a secant pair whose ΔF is rounding noise carries no information: store it as zeros,
+        # which gives it a zero coefficient (per sample)
+        usable = _informative(dfi, v, gv).unsqueeze(1)
+        dxi = torch.where(usable, dxi, torch.zeros_like(dxi))
+        dfi = torch.where(usable, dfi, torch.zeros_like(dfi))
         state.dx = _write(state.dx, slot, dxi, graph)
         state.df = _write(state.df, slot, dfi, graph)
         state.dx_sq = _write(state.dx_sq, slot, (dxi * dxi).sum(1), graph)
@@ -246,7 +258,7 @@ class Broyden(Accelerator[BroydenState]):
             den = (vt_new * dg).sum(1)
             num = dv - self._h(state, dg, n)
             size = torch.linalg.vector_norm(vt_new, dim=1) * torch.linalg.vector_norm(dg, dim=1)
-            ok = (den.abs() > 1e-10 * size) & torch.isfinite(den) & (size > 0)
+            ok = (den.abs() > 1e-10 * size) & torch.isfinite(den) & (size > 0) & _informative(dg, v, gv)
             safe = torch.where(ok, den, torch.ones_like(den))
             u_new = torch.where(ok.unsqueeze(1), num / safe.unsqueeze(1), torch.zeros_like(num))
             vt_new = torch.where(ok.unsqueeze(1), vt_new, torch.zeros_like(vt_new))

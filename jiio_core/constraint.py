@@ -170,8 +170,10 @@ def _check_iters(_: object, attribute: attrs.Attribute[Any], value: object) -> N
 class Intersection(Constraint):
     """Intersection of convex sets, projected with Dykstra's alternating projections.
 
-    Exact for two sets when one projection is applied after the other only if they commute;
-    in general Dykstra converges to the exact projection; ``iterations`` bounds the work and
+    An ``L2Ball`` with a ``Box`` (the adversarial case: a perturbation ball inside the pixel range)
+    is projected exactly, by bisection on the ball's multiplier (the ball's centre must lie in
+    the box). Other combinations use Dykstra's algorithm, which converges to the exact
+    projection; ``iterations`` bounds the work and
     ``tol`` stops early once every sample's sweep changed it by less than
     ``tol · (‖y‖ + 1)`` (one host sync per sweep). The last set's projection is applied last,
     so its constraint holds exactly: put the hard constraint (e.g. the pixel ``Box``) last.
@@ -188,7 +190,20 @@ class Intersection(Constraint):
     def __and__(self, other: Constraint) -> Intersection:
         return Intersection((*self.parts, other), iterations=self.iterations, tol=self.tol)
 
+    def _ball_and_box(self) -> tuple[L2Ball, Box] | None:
+        if len(self.parts) != 2:
+            return None
+        a, b = self.parts
+        if isinstance(a, L2Ball) and isinstance(b, Box):
+            return a, b
+        if isinstance(a, Box) and isinstance(b, L2Ball):
+            return b, a
+        return None
+
     def project(self, x: Tensor) -> Tensor:
+        pair = self._ball_and_box()
+        if pair is not None:
+            return _project_ball_box(x, *pair)
         increments = [torch.zeros_like(x) for _ in self.parts]
         y = x
         for _ in range(self.iterations):
@@ -203,3 +218,37 @@ class Intersection(Constraint):
             if bool((change <= self.tol * scale).all()):
                 break
         return y
+
+
+def _project_ball_box(x: Tensor, ball: L2Ball, box: Box, steps: int = 64) -> Tensor:
+    """Exact projection onto ``{‖p − c‖ ≤ r} ∩ {lo ≤ p ≤ hi}`` (centre inside the box).
+
+    The KKT conditions give ``p(t) = clamp(c + t (x − c), lo, hi)`` with ``t = 1/(1 + ν)`` for the
+    ball's multiplier ``ν ≥ 0``; ``‖p(t) − c‖`` is nondecreasing in ``t``, so ``t`` is found per
+    sample by bisection on ``[0, 1]`` (``t = 1`` when the ball is inactive). Fixed step count,
+    no host syncs.
+    """
+    c = torch.zeros_like(x) if ball.center is None else ball.center.to(dtype=x.dtype)
+    radius = ball.radius
+    r = (
+        radius.to(dtype=x.dtype, device=x.device).reshape(-1)
+        if isinstance(radius, Tensor)
+        else torch.full((x.shape[0],), float(radius), dtype=x.dtype, device=x.device)
+    )
+    shape = (-1, *([1] * (x.ndim - 1)))
+    d = x - c
+
+    def dist(t: Tensor) -> Tensor:
+        p = box.project(c + t.view(shape) * d)
+        return torch.linalg.vector_norm((p - c).reshape(x.shape[0], -1), dim=1)
+
+    one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    inactive = dist(one) <= r
+    lo, hi = torch.zeros_like(one), one
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        inside = dist(mid) <= r
+        lo = torch.where(inside, mid, lo)
+        hi = torch.where(inside, hi, mid)
+    t = torch.where(inactive, one, lo)
+    return box.project(c + t.view(shape) * d)
