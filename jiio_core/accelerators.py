@@ -50,7 +50,8 @@ def _informative(delta: Tensor, v: Tensor, gv: Tensor, factor: float = 1e3) -> T
     """``(B,)`` mask: is the secant difference ``delta`` above the rounding noise of ``v, G(v)``?"""
     eps = torch.finfo(v.dtype).eps
     noise = factor * eps * (torch.linalg.vector_norm(v, dim=1) + torch.linalg.vector_norm(gv, dim=1))
-    return torch.linalg.vector_norm(delta, dim=1) > noise
+    informative: Tensor = torch.linalg.vector_norm(delta, dim=1) > noise
+    return informative
 
 
 def _check_beta(_: object, a: attrs.Attribute[float], value: float) -> None:

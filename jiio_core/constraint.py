@@ -240,7 +240,8 @@ def _project_ball_box(x: Tensor, ball: L2Ball, box: Box, steps: int = 64) -> Ten
 
     def dist(t: Tensor) -> Tensor:
         p = box.project(c + t.view(shape) * d)
-        return torch.linalg.vector_norm((p - c).reshape(x.shape[0], -1), dim=1)
+        out: Tensor = torch.linalg.vector_norm((p - c).reshape(x.shape[0], -1), dim=1)
+        return out
 
     one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     inactive = dist(one) <= r
