@@ -46,7 +46,7 @@ def _write(buf: Tensor, slot: int, value: Tensor, graph: bool) -> Tensor:
     return buf
 
 
-def _informative(delta: Tensor, v: Tensor, gv: Tensor, factor: float = 1e3) -> Tensor:
+def _informative(delta: Tensor, v: Tensor, gv: Tensor, factor: float = 16.0) -> Tensor:
     """``(B,)`` mask: is the secant difference ``delta`` above the rounding noise of ``v, G(v)``?"""
     eps = torch.finfo(v.dtype).eps
     noise = factor * eps * (torch.linalg.vector_norm(v, dim=1) + torch.linalg.vector_norm(gv, dim=1))

@@ -149,11 +149,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=100, help="JIIO iterations (default 100)")
     parser.add_argument("--adam-steps", type=int, default=40, help="Adam steps (default 40, as Table 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for this small model)"
+    )
     args = parser.parse_args(argv)
-    for name in ("batch", "iterations", "adam_steps"):
+    for name in ("batch", "iterations", "adam_steps", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     print(format_table(run(args.batch, args.iterations, args.adam_steps, args.seed)))
 
 

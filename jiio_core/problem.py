@@ -281,6 +281,12 @@ class JointProblem(nn.Module):
             x0p = constraint.project(x0.detach())
             z_init = self.layer.init_state(x0p) if z0 is None else z0
         spec = StateSpec.of(z_init)
+        if z0 is not None:
+            first = z_init[0] if isinstance(z_init, tuple) else z_init
+            if first.shape[0] != x0.shape[0]:
+                raise ValueError(
+                    f"z0 must have batch size {x0.shape[0]} (like x0), got shape {tuple(first.shape)}"
+                )
         amap = AugmentedMap(
             layer=self.layer,
             objective=self.objective,
