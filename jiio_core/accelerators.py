@@ -9,13 +9,14 @@ No host syncs happen here.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any, Generic, TypeVar
 
 import attrs
 import torch
 from torch import Tensor
+
+from jiio_core._checks import int_at_least, number_above
 
 S = TypeVar("S")
 
@@ -54,26 +55,11 @@ def _informative(delta: Tensor, v: Tensor, gv: Tensor, factor: float = 16.0) -> 
     return informative
 
 
-def _check_beta(_: object, a: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
-        raise ValueError(f"{a.name} must be in (0, 1], got {value!r}")
-
-
-def _check_memory(_: object, a: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{a.name} must be an int >= 1, got {value!r}")
-
-
-def _check_ridge(_: object, a: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{a.name} must be a finite number >= 0, got {value!r}")
-
-
 @attrs.frozen
 class Picard(Accelerator[None]):
     """Damped fixed-point iteration ``v⁺ = (1 − β) v + β G(v)``."""
 
-    beta: float = attrs.field(default=1.0, validator=_check_beta)
+    beta: float = attrs.field(default=1.0, validator=number_above(0.0, high=1.0))
 
     def init(self, v0: Tensor) -> None:
         return None
@@ -100,9 +86,9 @@ class AndersonState:
 
 @attrs.frozen
 class _Anderson(Accelerator[AndersonState]):
-    memory: int = attrs.field(default=5, validator=_check_memory)
-    beta: float = attrs.field(default=1.0, validator=_check_beta)
-    ridge: float = attrs.field(default=1e-8, validator=_check_ridge)
+    memory: int = attrs.field(default=5, validator=int_at_least(1))
+    beta: float = attrs.field(default=1.0, validator=number_above(0.0, high=1.0))
+    ridge: float = attrs.field(default=1e-8, validator=number_above(0.0, inclusive=True))
     """Tikhonov term relative to the Gram matrix's scale (mean of its diagonal)."""
 
     type_one = False
@@ -218,7 +204,7 @@ class Broyden(Accelerator[BroydenState]):
     the later ones, which were computed relative to it, inconsistent). A sample whose update
     denominator is tiny skips that update."""
 
-    memory: int = attrs.field(default=20, validator=_check_memory)
+    memory: int = attrs.field(default=20, validator=int_at_least(1))
 
     def init(self, v0: Tensor) -> BroydenState:
         b, n = v0.shape

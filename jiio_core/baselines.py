@@ -11,7 +11,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import check_tensor
+from jiio_core._checks import check_tensor, instance_of, int_at_least, number_above
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.constraint import Constraint, Unconstrained
 from jiio_core.layer import Layer
@@ -19,26 +19,6 @@ from jiio_core.objective import InnerObjective
 from jiio_core.outer import BackwardStats, implicit_backward
 from jiio_core.solver import LowestResidual, Status, StepOutput, fixed_point
 from jiio_core.state import State, StateSpec
-
-
-def _pos_int(_: object, a: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{a.name} must be an int >= 1, got {value!r}")
-
-
-def _nonneg(_: object, a: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{a.name} must be a finite number >= 0, got {value!r}")
-
-
-def _pos(_: object, a: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{a.name} must be a finite number > 0, got {value!r}")
-
-
-def _accel(_: object, a: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, Accelerator):
-        raise TypeError(f"{a.name} must be an Accelerator, got {type(value).__name__}")
 
 
 @attrs.frozen(eq=False)
@@ -60,14 +40,16 @@ class DEQSolution:
 class DEQSolver:
     """Forward fixed-point solve of ``z = f(z, x)`` with an implicit (IFT) backward pass."""
 
-    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=10), validator=_accel)
-    max_iter: int = attrs.field(default=50, validator=_pos_int)
-    tol: float = attrs.field(default=1e-4, validator=_nonneg)
-    backward_accelerator: Accelerator[Any] = attrs.field(
-        factory=lambda: AndersonII(memory=10), validator=_accel
+    accelerator: Accelerator[Any] = attrs.field(
+        factory=lambda: AndersonII(memory=10), validator=instance_of(Accelerator)
     )
-    backward_max_iter: int = attrs.field(default=50, validator=_pos_int)
-    backward_tol: float = attrs.field(default=1e-4, validator=_nonneg)
+    max_iter: int = attrs.field(default=50, validator=int_at_least(1))
+    tol: float = attrs.field(default=1e-4, validator=number_above(0.0, inclusive=True))
+    backward_accelerator: Accelerator[Any] = attrs.field(
+        factory=lambda: AndersonII(memory=10), validator=instance_of(Accelerator)
+    )
+    backward_max_iter: int = attrs.field(default=50, validator=int_at_least(1))
+    backward_tol: float = attrs.field(default=1e-4, validator=number_above(0.0, inclusive=True))
     throw: bool = False
 
     def solve(self, layer: Layer, x: Tensor, z0: State | None = None) -> DEQSolution:
@@ -127,8 +109,8 @@ class InputOptimizer(ABC):
 
 @attrs.frozen
 class SGD(InputOptimizer):
-    lr: float = attrs.field(validator=_pos)
-    momentum: float = attrs.field(default=0.0, validator=_nonneg)
+    lr: float = attrs.field(validator=number_above(0.0))
+    momentum: float = attrs.field(default=0.0, validator=number_above(0.0, inclusive=True))
 
     def make(self, x: Tensor) -> torch.optim.Optimizer:
         return torch.optim.SGD([x], lr=self.lr, momentum=self.momentum)
@@ -136,7 +118,7 @@ class SGD(InputOptimizer):
 
 @attrs.frozen
 class Adam(InputOptimizer):
-    lr: float = attrs.field(validator=_pos)
+    lr: float = attrs.field(validator=number_above(0.0))
 
     def make(self, x: Tensor) -> torch.optim.Optimizer:
         return torch.optim.Adam([x], lr=self.lr)
@@ -147,7 +129,7 @@ class PGD(InputOptimizer):
     """Projected gradient descent with per-sample normalised steps ``x − η g/‖g‖`` (as L2
     adversarial attacks) or plain steps ``x − η g``."""
 
-    step_size: float = attrs.field(validator=_pos)
+    step_size: float = attrs.field(validator=number_above(0.0))
     normalized: bool = True
 
     def make(self, x: Tensor) -> None:

@@ -9,7 +9,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import check_positive
+from jiio_core._checks import check_positive, int_at_least
 
 
 class Constraint(ABC):
@@ -161,11 +161,6 @@ def _check_parts(_: object, attribute: attrs.Attribute[Any], value: object) -> N
             raise TypeError(f"{attribute.name}[{i}] must be a Constraint, got {type(c).__name__}")
 
 
-def _check_iters(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
-
-
 @attrs.frozen(eq=False)
 class Intersection(Constraint):
     """Intersection of convex sets, projected with Dykstra's alternating projections.
@@ -180,7 +175,7 @@ class Intersection(Constraint):
     """
 
     parts: tuple[Constraint, ...] = attrs.field(validator=_check_parts)
-    iterations: int = attrs.field(default=50, validator=_check_iters)
+    iterations: int = attrs.field(default=50, validator=int_at_least(1))
     tol: float = 1e-7
 
     def validate(self, x: Tensor) -> None:

@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import attrs
 
-
-def _unit(_: object, a: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= 1:
-        raise ValueError(f"Damping.{a.name} must be in (0, 1], got {value!r}")
-
-
-def _positive(_: object, a: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"Damping.{a.name} must be a finite number > 0, got {value!r}")
-
-
-def _opt_positive(inst: object, a: attrs.Attribute[float | None], value: float | None) -> None:
-    if value is not None:
-        _positive(inst, a, value)  # type: ignore[arg-type]
-
-
-def _opt_iter(_: object, a: attrs.Attribute[int | None], value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ValueError(f"Damping.{a.name} must be an int >= 0 or None, got {value!r}")
+from jiio_core._checks import int_at_least, number_above, optional
 
 
 @attrs.frozen
@@ -40,11 +20,11 @@ class Damping:
     after ``max(50, 5/8·max_iter)``: see :meth:`paper_code_switch`).
     """
 
-    z: float = attrs.field(default=0.8, validator=_unit)
-    mu: float = attrs.field(default=0.6, validator=_unit)
-    x: float = attrs.field(default=0.01, validator=_positive)
-    x_late: float | None = attrs.field(default=None, validator=_opt_positive)
-    switch_at: int | None = attrs.field(default=None, validator=_opt_iter)
+    z: float = attrs.field(default=0.8, validator=number_above(0.0, high=1.0))
+    mu: float = attrs.field(default=0.6, validator=number_above(0.0, high=1.0))
+    x: float = attrs.field(default=0.01, validator=number_above(0.0))
+    x_late: float | None = attrs.field(default=None, validator=optional(number_above(0.0)))
+    switch_at: int | None = attrs.field(default=None, validator=optional(int_at_least(0)))
 
     def __attrs_post_init__(self) -> None:
         if (self.x_late is None) != (self.switch_at is None):

@@ -27,6 +27,7 @@ import attrs
 import torch
 from torch import Tensor
 
+from jiio_core._checks import instance_of, int_at_least, number_above
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.augmented import AugmentedMap
 from jiio_core.solver import FixedPointResult, Status, StepOutput, fixed_point
@@ -74,26 +75,6 @@ class OuterContext:
     v_star: Tensor
     final_iter: int
     stats: BackwardStats
-
-
-def _check_pos_int(_: object, a: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{a.name} must be an int >= 1, got {value!r}")
-
-
-def _check_nonneg_int(_: object, a: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{a.name} must be an int >= 0, got {value!r}")
-
-
-def _check_tol(_: object, a: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-        raise ValueError(f"{a.name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_accel(_: object, a: attrs.Attribute[Accelerator[Any]], value: object) -> None:
-    if not isinstance(value, Accelerator):
-        raise TypeError(f"{a.name} must be an Accelerator, got {type(value).__name__}")
 
 
 def _detached(ctx: OuterContext) -> Attached:
@@ -173,9 +154,9 @@ class AdjointShortcut(OuterGradient):
     "μ* as warm start" variant).
     """
 
-    refine_steps: int = attrs.field(default=0, validator=_check_nonneg_int)
+    refine_steps: int = attrs.field(default=0, validator=int_at_least(0))
     refine_accelerator: Accelerator[Any] = attrs.field(
-        factory=lambda: AndersonII(memory=10), validator=_check_accel
+        factory=lambda: AndersonII(memory=10), validator=instance_of(Accelerator)
     )
 
     requires_relation = True
@@ -215,9 +196,11 @@ class AdjointShortcut(OuterGradient):
 class _ImplicitSolve(OuterGradient):
     """Settings of the backward linear solve shared by the implicit strategies."""
 
-    accelerator: Accelerator[Any] = attrs.field(factory=lambda: AndersonII(memory=20), validator=_check_accel)
-    max_iter: int = attrs.field(default=200, validator=_check_pos_int)
-    tol: float = attrs.field(default=1e-6, validator=_check_tol)
+    accelerator: Accelerator[Any] = attrs.field(
+        factory=lambda: AndersonII(memory=20), validator=instance_of(Accelerator)
+    )
+    max_iter: int = attrs.field(default=200, validator=int_at_least(1))
+    tol: float = attrs.field(default=1e-6, validator=number_above(0.0, inclusive=True))
 
 
 @attrs.frozen

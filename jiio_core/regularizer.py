@@ -6,18 +6,9 @@ import attrs
 import torch
 from torch import Tensor
 
+from jiio_core._checks import int_at_least
 from jiio_core.layer import Layer
 from jiio_core.state import State, StateSpec
-
-
-def _check_probes(_: object, a: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"JacobianPenalty.{a.name} must be an int >= 1, got {value!r}")
-
-
-def _check_start(_: object, a: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"JacobianPenalty.{a.name} must be an int >= 0, got {value!r}")
 
 
 @attrs.frozen
@@ -27,8 +18,8 @@ class JacobianPenalty:
     Gaussian probe vectors. The estimate is differentiable in ``θ``: add ``λ · penalty.mean()``
     to the training loss."""
 
-    probes: int = attrs.field(default=2, validator=_check_probes)
-    start: int = attrs.field(default=15, validator=_check_start)
+    probes: int = attrs.field(default=2, validator=int_at_least(1))
+    start: int = attrs.field(default=15, validator=int_at_least(0))
 
 
 def hutchinson_jacobian_norm(

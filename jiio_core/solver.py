@@ -18,7 +18,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import check_positive
+from jiio_core._checks import check_positive, int_at_least, number_above
 from jiio_core.accelerators import Accelerator
 
 
@@ -83,24 +83,14 @@ class LowestCost(Selection):
         return cost < best_cost
 
 
-def _check_warmup(_: object, a: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"{a.name} must be an int >= 0, got {value!r}")
-
-
-def _check_slack(_: object, a: attrs.Attribute[float], value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
-        raise ValueError(f"{a.name} must be a finite number >= 1, got {value!r}")
-
-
 @attrs.frozen
 class CostResidualTradeoff(Selection):
     """The paper's heuristic (A.2): replace the best iterate if the residual improves, or during
     the first ``warmup`` iterations, or if the cost improves while the residual stays within
     ``slack`` times the best iterate's residual."""
 
-    warmup: int = attrs.field(default=10, validator=_check_warmup)
-    slack: float = attrs.field(default=1.3, validator=_check_slack)
+    warmup: int = attrs.field(default=10, validator=int_at_least(0))
+    slack: float = attrs.field(default=1.3, validator=number_above(1.0, inclusive=True))
 
     uses_cost = True
 

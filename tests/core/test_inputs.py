@@ -249,7 +249,7 @@ def test_bad_problem_settings(kw: dict[str, Any], match: str) -> None:
         (lambda: Damping(x=0.0), r"Damping\.x must be a finite number > 0, got 0\.0"),
         (
             lambda: Damping(x_late=-1.0, switch_at=3),
-            r"Damping\.x_late must be a finite number > 0, got -1\.0",
+            r"Damping\.x_late must be a finite number > 0 or None, got -1\.0",
         ),
         (lambda: Damping(x_late=0.001), r"Damping\.x_late and Damping\.switch_at must be given together"),
         (lambda: Damping(switch_at=10), r"Damping\.x_late and Damping\.switch_at must be given together"),
