@@ -1,0 +1,44 @@
+"""The package layering of DESIGN.md, checked on the source: jiio_core imports only torch,
+attrs, einops and the standard library; jiio_zoo never imports jiio_tasks."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {
+    "jiio_core": {"torch", "attrs", "einops", "jiio_core"},
+    "jiio_zoo": {"torch", "attrs", "einops", "jiio_core", "jiio_zoo"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_respect_the_layering(package: str) -> None:
+    stdlib = set(sys.stdlib_module_names)
+    offenders = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = sorted(n for n in _imports(path) - stdlib - ALLOWED[package] if n != "__future__")
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert not offenders, f"{package} imports outside its layer: {offenders}"
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "mod.py"
+    bad.write_text("import numpy\nfrom jiio_tasks.data import x\n", encoding="utf8")
+    assert _imports(bad) == {"numpy", "jiio_tasks"}
