@@ -1,0 +1,278 @@
+"""``jiio train|eval|sample generative`` and ``jiio train|eval inverse``.
+
+The embedded faces are the default data (no download); ``--data-root`` selects CelebA-64 from a
+local root (use a CelebA config). Metrics are on [0, 1] images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="CelebA root (default: the embedded faces)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: small convolutions are slower with more on shared cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _train_args(p: argparse.ArgumentParser, default_config: str) -> None:
+    p.add_argument("--config", default=default_config, help=f"zoo config name (default {default_config})")
+    p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
+    p.add_argument("--steps", type=int, required=True, help="total training steps")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--jac-reg", type=float, default=None, help="λ of the Jacobian penalty (default: config)")
+    p.add_argument("--iterations", type=int, default=None, help="JIIO iterations per step (default: config)")
+    p.add_argument("--save-every", type=int, default=10)
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (same config)")
+    _common(p)
+
+
+def register(commands: Any) -> None:
+    from jiio_tasks.generative.operators import CORRUPTIONS
+
+    p = commands.train.add_parser("generative", help="train a decoder-only MDEQ with JIIO latents (eq. 20)")
+    _train_args(p, "faces_gen_small")
+    p.set_defaults(handler=_train_generative)
+
+    p = commands.train.add_parser("inverse", help="train a supervised JIIO inverse-problem model (eq. 24)")
+    _train_args(p, "faces_gen_small")
+    p.add_argument("--task", choices=CORRUPTIONS, default="denoise0.2")
+    p.add_argument("--outer", choices=("kkt", "fixed-input"), default="kkt",
+                   help="kkt: exact implicit gradient; fixed-input: ignores dx*/dθ (cheaper)")
+    p.set_defaults(handler=_train_inverse)
+
+    p = commands.train.add_parser("vae", help="train the baseline ConvVAE sized like a zoo decoder")
+    p.add_argument("--config", default="faces_gen_small", help="zoo decoder whose size and data to match")
+    p.add_argument("--match", choices=("decoder", "total"), default="decoder",
+                   help="match the VAE's decoder (default) or whole VAE to the zoo decoder's parameter count")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=1.0)
+    _common(p)
+    p.set_defaults(handler=_train_vae)
+
+    p = commands.eval.add_parser("vae", help="held-out reconstruction of a trained baseline VAE")
+    p.add_argument("--config", default="faces_gen_small")
+    p.add_argument("--match", choices=("decoder", "total"), default="decoder")
+    p.add_argument("--run-dir", required=True, help="the VAE's run directory")
+    p.add_argument("--count", type=int, default=20)
+    _common(p)
+    p.set_defaults(handler=_eval_vae)
+
+    p = commands.eval.add_parser("generative", help="held-out reconstruction and JIIO vs Adam inversion")
+    p.add_argument("--weights", required=True, help="checkpoint (model.pt of a run)")
+    p.add_argument("--out", required=True, help="directory for metrics.json and PNGs")
+    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time")
+    p.add_argument("--adam-steps", type=int, default=40)
+    p.add_argument("--adam-lr", type=float, default=0.05)
+    p.add_argument("--count", type=int, default=20, help="held-out images to use")
+    _common(p)
+    p.set_defaults(handler=_eval_generative)
+
+    p = commands.eval.add_parser("inverse", help="median PSNR of unsupervised (and supervised) inversion")
+    p.add_argument("--weights", required=True, help="generator checkpoint (unsupervised rows)")
+    p.add_argument("--supervised", action="append", default=[], metavar="TASK=PATH",
+                   help="a supervised checkpoint for TASK (repeatable)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--tasks", nargs="+", choices=CORRUPTIONS, default=list(CORRUPTIONS))
+    _common(p)
+    p.set_defaults(handler=_eval_inverse)
+
+    p = commands.sample.add_parser("generative", help="fit a Gaussian mixture on inferred latents and sample")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--components", type=int, default=5)
+    p.add_argument("--count", type=int, default=16, help="samples in the grid")
+    p.add_argument("--iterations", type=int, default=100)
+    _common(p)
+    p.set_defaults(handler=_sample_generative)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+
+def _model_and_source(name_or_path: str, split: str, args: argparse.Namespace, *, weights: bool) -> Any:
+    from jiio_tasks.generative.data import image_source
+    from jiio_tasks.generative.problem import image_shape
+    from jiio_zoo import load
+    from jiio_zoo.checkpoint import load_model
+
+    if weights:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist (train one with `jiio train generative`)")
+        model = load_model(path)
+    else:
+        model = load(name_or_path, pretrained=False)
+    c, h, _ = image_shape(model)
+    source = image_source(split, size=h, channels=c, data_root=args.data_root)
+    return model, source
+
+
+def _train(args: argparse.Namespace, mode: str) -> int:
+    from jiio_tasks.generative.train import TrainSettings, train
+    from jiio_tasks.runs import RunDir
+
+    _setup(args)
+    model, source = _model_and_source(args.config, "train", args, weights=False)
+    if args.init is not None:
+        from jiio_zoo.checkpoint import load_into
+
+        if not Path(args.init).is_file():
+            raise FileNotFoundError(f"--init checkpoint {args.init} does not exist")
+        load_into(model, args.init)
+    settings = TrainSettings(
+        steps=args.steps,
+        mode=mode,  # type: ignore[arg-type]
+        corruption=getattr(args, "task", "denoise0.2"),
+        outer=getattr(args, "outer", "shortcut"),
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        jac_reg=args.jac_reg,
+        iterations=args.iterations,
+        save_every=args.save_every,
+        seed=args.seed,
+    )
+    final = train(model, source, RunDir(args.run_dir), settings, progress=not args.no_progress)
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+def _train_generative(args: argparse.Namespace) -> int:
+    return _train(args, "generative")
+
+
+def _train_inverse(args: argparse.Namespace) -> int:
+    return _train(args, "supervised")
+
+
+def _eval_generative(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.evaluate import evaluate_generative
+
+    _setup(args)
+    model, source = _model_and_source(args.weights, "test", args, weights=True)
+    result = evaluate_generative(
+        model, source.first(args.count), Path(args.out), iterations=args.iterations,
+        adam_steps=args.adam_steps, adam_lr=args.adam_lr,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _eval_inverse(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.evaluate import evaluate_inverse
+    from jiio_zoo.checkpoint import load_model
+
+    _setup(args)
+    model, source = _model_and_source(args.weights, "test", args, weights=True)
+    supervised = {}
+    for item in args.supervised:
+        task, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--supervised expects TASK=PATH, got {item!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"supervised weights {path} do not exist")
+        supervised[task] = load_model(path)
+    result = evaluate_inverse(model, source.first(args.count), Path(args.out), supervised=supervised,
+                              tasks=tuple(args.tasks), iterations=args.iterations, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _sample_generative(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.evaluate import sample_generative
+
+    _setup(args)
+    model, source = _model_and_source(args.weights, "train", args, weights=True)
+    from jiio_tasks.generative.data import image_source
+
+    train_images = image_source("train", size=source.size, channels=source.channels,
+                                data_root=args.data_root, augment=False)
+    result = sample_generative(model, train_images.first(len(train_images)), Path(args.out),
+                               components=args.components, count=args.count,
+                               iterations=args.iterations, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _vae_for(args: argparse.Namespace) -> Any:
+    from jiio_tasks.generative.problem import image_shape
+    from jiio_tasks.generative.vae import ConvVAE
+    from jiio_zoo import load
+    from jiio_zoo.configs import MDEQConfig
+
+    model = load(args.config, pretrained=False)
+    c, h, _ = image_shape(model)
+    cfg = model.config.model
+    latent = cfg.latent_dim if isinstance(cfg, MDEQConfig) else 32
+    target = sum(p.numel() for p in model.parameters())
+    width = 1
+    while True:
+        vae = ConvVAE(h, c, latent, width)
+        size = vae.decoder_parameters() if args.match == "decoder" else sum(p.numel() for p in vae.parameters())
+        if size >= target:
+            return vae, target, h, c
+        width += 1
+
+
+def _train_vae(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.data import image_source
+    from jiio_tasks.generative.vae import train_vae
+    from jiio_tasks.runs import RunDir
+
+    _setup(args)
+    vae, target, h, c = _vae_for(args)
+    source = image_source("train", size=h, channels=c, data_root=args.data_root)
+    run = RunDir(args.run_dir)
+    run.update(config={"baseline": "ConvVAE", "width": vae.width, "match": args.match,
+                       "zoo_parameters": target, "vae_parameters": sum(p.numel() for p in vae.parameters()),
+                       "vae_decoder_parameters": vae.decoder_parameters(), "beta": args.beta})
+    final = train_vae(vae, source, run, steps=args.steps, batch_size=args.batch_size,
+                      learning_rate=args.lr, beta=args.beta, seconds=args.seconds, progress=not args.no_progress)
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+def _eval_vae(args: argparse.Namespace) -> int:
+    import torch
+
+    from jiio_tasks.generative.data import image_source
+    from jiio_tasks.generative.operators import mse, psnr
+    from jiio_tasks.runs import RunDir
+
+    _setup(args)
+    vae, _, h, c = _vae_for(args)
+    run = RunDir(args.run_dir)
+    if not run.state_path.exists():
+        raise FileNotFoundError(f"{run.state_path} does not exist (train with `jiio train vae`)")
+    run.resume({"vae": vae})
+    images = image_source("test", size=h, channels=c, data_root=args.data_root).first(args.count)
+    vae.eval()
+    with torch.no_grad():
+        recon = vae.reconstruct(images)
+    result = {"data_range": "[0, 1]", "images": int(images.shape[0]),
+              "reconstruction_mse_mean": float(mse(recon, images).mean()),
+              "reconstruction_psnr_mean": float(psnr(recon, images).mean()),
+              "reconstruction_psnr_median": float(psnr(recon, images).median())}
+    run.update(evaluation=result)
+    print(json.dumps(result, indent=2))
+    return 0

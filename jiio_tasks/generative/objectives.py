@@ -1,0 +1,54 @@
+"""Inner objectives of the generative and inverse-problem tasks (eq. 20, 22, 24).
+
+* Generation (eq. 20): ``ℓ = mean((h(z) − y)²)``, outer loss = inner loss (``Relation.SAME``),
+  so :class:`jiio_core.AdjointShortcut` gives the exact gradient.
+* Unsupervised inverse problems (eq. 22): ``ℓ = mean((ŷ − A h(z))²)`` for a measurement ``A``.
+* Supervised inverse problems (eq. 24): the same inner loss, but the training loss compares
+  ``h(z*)`` with the *clean* image, so the relation is ``OTHER`` and the exact gradient is
+  :class:`jiio_core.ImplicitKKT` (the shortcut is available as a biased, measured option).
+
+Losses are means over pixels per sample (not sums), so ``μ*`` is the adjoint of a per-sample
+mean loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from jiio_core.objective import InnerObjective, Relation
+from jiio_core.state import State
+from jiio_tasks.generative.operators import Identity, Measurement
+from jiio_zoo.heads import Head
+
+__all__ = ["MeasurementObjective"]
+
+
+class MeasurementObjective(InnerObjective):
+    """``ℓ(z, x, ŷ) = mean((ŷ − A h(z))²)`` per sample (eq. 22).
+
+    ``operator`` is ``A``; set :attr:`operator` for each batch when it is random (the
+    inpainting mask). ``y`` is the observation ``ŷ`` ``(B, C, H, W)``. With ``A = I`` this is
+    the generative loss of eq. 20.
+    """
+
+    def __init__(
+        self, head: Head, operator: Measurement | None = None, relation: Relation = Relation.SAME
+    ) -> None:
+        super().__init__()
+        self.head = head
+        self.operator: Measurement = Identity() if operator is None else operator
+        self.relation = relation
+
+    def forward(self, z: State, x: Tensor, y: Any) -> Tensor:
+        del x
+        if not isinstance(y, Tensor):
+            raise TypeError(f"MeasurementObjective expects the observation tensor as y, got {type(y).__name__}")
+        out = self.operator.apply(self.head(z))
+        if out.shape != y.shape:
+            raise ValueError(
+                f"MeasurementObjective: A h(z) has shape {tuple(out.shape)} but the observation "
+                f"has shape {tuple(y.shape)}"
+            )
+        return (out - y).pow(2).reshape(y.shape[0], -1).mean(dim=1)
