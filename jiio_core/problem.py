@@ -36,7 +36,7 @@ class JointSolution:
     """
 
     x: Tensor
-    """Optimised input ``x*``."""
+    """Optimised input ``x*``, always projected onto the constraint set."""
     z: State
     """Equilibrium state ``z*`` (same structure as the layer's state)."""
     mu: Tensor
@@ -318,7 +318,10 @@ class JointProblem(nn.Module):
                 f"{self.divergence_factor:g}x); best finite iterates are in the solution when throw=False"
             )
         stats = BackwardStats()
-        ctx = OuterContext(amap=amap, y=y, v_star=res.v, final_iter=res.iterations_run - 1, stats=stats)
+        # accelerators mix iterates, so an evaluated x can sit slightly outside C: return Π_C(x)
+        zf, mu, xf = amap.split(res.v)
+        v_star = torch.cat([zf, mu, constraint.project(amap.unpack_x(xf)).reshape(xf.shape)], dim=1)
+        ctx = OuterContext(amap=amap, y=y, v_star=v_star, final_iter=res.iterations_run - 1, stats=stats)
         att = self.outer.attach(ctx, throw=self.throw)
         penalty = None
         if jp is not None and res.sampled is not None:

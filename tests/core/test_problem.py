@@ -9,6 +9,7 @@ from jiio_core import (
     Adam,
     AndersonI,
     AndersonII,
+    Box,
     Broyden,
     Damping,
     DEQSolver,
@@ -224,3 +225,25 @@ def test_normalized_x_step_reaches_the_ball_boundary_optimum() -> None:
         vals = 0.5 * ((dirs @ m.T + loss.H.detach() @ c - y[i]) ** 2).sum(1)
         assert -sol.loss[i] >= vals.max() - 1e-3
     torch.testing.assert_close(torch.linalg.vector_norm(sol.x, dim=1), torch.full((3,), 0.5, dtype=DT))
+
+
+def test_returned_x_is_feasible_whatever_the_accelerator_proposes() -> None:
+    """Accelerators mix iterates, so evaluated points can leave C (Anderson was seen putting a
+    pixel at -0.004); the returned x must be projected. An accelerator that always overshoots
+    makes every evaluated x infeasible."""
+    from jiio_core import Accelerator
+
+    class Overshoot(Accelerator[None]):
+        def init(self, v0: torch.Tensor) -> None:
+            return None
+
+        def update(self, state: None, v: torch.Tensor, gv: torch.Tensor, active: torch.Tensor):  # type: ignore[no-untyped-def]
+            return gv + 0.5, None
+
+    layer, loss = LinearLayer(6, 3, seed=11), QuadraticLoss(6, 4, lam=0.1, seed=12)
+    centre = torch.randn(5, 3, dtype=DT)
+    box = Box(lo=centre - 0.1, hi=centre + 0.1)
+    problem = JointProblem(layer, loss, box, Overshoot(), max_iter=5, tol=0.0, selection=LowestResidual())
+    sol = problem.solve(3 * torch.randn(5, 4, dtype=DT), centre.clone())
+    assert ((sol.x >= centre - 0.1) & (sol.x <= centre + 0.1)).all()
+    assert (sol.x - centre).abs().max() > 0.05  # the box is active: the check is not vacuous
