@@ -1,0 +1,226 @@
+"""L2 attacks on a zoo DEQ classifier: JIIO (joint solve over ``δ``) and PGD.
+
+Both attack the same ``ZooModel`` in eval mode and return adversarial images inside the
+L2 ball of radius ``eps`` around the clean images *and* inside the pixel range [0, 1]:
+:func:`finalize` rescales ``δ`` into the ball and then clamps ``clean + δ`` to [0, 1]; the
+clamp moves every pixel towards its clean value (the clean image is in [0, 1]), so it never
+leaves the ball again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jiio_core.accelerators import AndersonI
+from jiio_core.baselines import DEQSolver
+from jiio_core.constraint import Box, Intersection, L2Ball
+from jiio_core.damping import Damping
+from jiio_core.outer import AdjointShortcut
+from jiio_core.problem import JointProblem, JointSolution
+from jiio_zoo.model import ZooModel
+from jiio_zoo.objectives import AdversarialObjective
+
+__all__ = [
+    "AttackResult",
+    "JIIOAttack",
+    "PGDAttack",
+    "deq_logits",
+    "finalize",
+    "pixel_ball",
+    "random_ball",
+]
+
+
+def _per_sample_norm(t: Tensor) -> Tensor:
+    out: Tensor = torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+    return out
+
+
+def _bcast(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def pixel_ball(clean: Tensor, eps: float) -> Intersection:
+    """The feasible set of ``δ``: ``‖δ‖₂ ≤ eps`` and ``0 ≤ clean + δ ≤ 1`` (box last, so the
+    pixel range holds exactly after every projection)."""
+    return Intersection((L2Ball(radius=float(eps)), Box(lo=-clean, hi=1.0 - clean)))
+
+
+def finalize(clean: Tensor, delta: Tensor, eps: float) -> Tensor:
+    """The adversarial image ``clamp(clean + Π_ball(δ), 0, 1)``: inside both sets exactly."""
+    norm = _per_sample_norm(delta)
+    scale = torch.clamp(eps / torch.clamp(norm, min=torch.finfo(delta.dtype).tiny), max=1.0)
+    return torch.clamp(clean + delta * _bcast(scale, delta), 0.0, 1.0)
+
+
+def random_ball(shape: tuple[int, ...], eps: float, *, dtype: torch.dtype = torch.float32,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Points uniform over the volume of the L2 ball of radius ``eps`` (one per row):
+    a Gaussian direction with radius ``eps · U^(1/d)``."""
+    d = math.prod(shape[1:])
+    direction = torch.randn(shape, dtype=dtype, generator=generator)
+    direction = direction / _bcast(_per_sample_norm(direction).clamp(min=1e-12), direction)
+    u = torch.rand(shape[0], dtype=dtype, generator=generator)
+    return direction * _bcast(eps * u.pow(1.0 / d), direction)
+
+
+@contextlib.contextmanager
+def evaluating(model: ZooModel, context: Tensor | None = None) -> Iterator[None]:
+    """Eval mode and the given injection context for the duration; restores both."""
+    was_training = model.training
+    model.eval()
+    model.set_context(context)
+    try:
+        yield
+    finally:
+        model.set_context(None)
+        model.train(was_training)
+
+
+def deq_logits(model: ZooModel, images: Tensor, deq: DEQSolver) -> Tensor:
+    """``h(z*(images))`` with the implicit backward pass (the model's context must be None)."""
+    sol = deq.solve(model.layer, images)
+    out: Tensor = model.head(sol.z)
+    return out
+
+
+def default_deq(model: ZooModel) -> DEQSolver:
+    s = model.config.solver
+    return DEQSolver(
+        accelerator=AndersonI(memory=s.anderson_memory),
+        max_iter=s.forward_threshold,
+        backward_max_iter=s.backward_threshold,
+    )
+
+
+@attrs.frozen(eq=False)
+class AttackResult:
+    """Adversarial images, their per-sample cross-entropy and whether they are misclassified,
+    and the wall-clock seconds the attack took."""
+
+    images: Tensor
+    loss: Tensor
+    wrong: Tensor
+    seconds: float
+    solution: JointSolution | None = None
+
+
+def _score(model: ZooModel, adv: Tensor, labels: Tensor, deq: DEQSolver) -> tuple[Tensor, Tensor]:
+    with torch.no_grad(), evaluating(model):
+        logits = deq_logits(model, adv, deq)
+    return F.cross_entropy(logits, labels, reduction="none"), logits.argmax(1) != labels
+
+
+@attrs.frozen
+class PGDAttack:
+    """PGD-L2: ``δ ← clamp(Π_ball(δ + α g/‖g‖))`` for ``steps`` steps, ``g = ∇_δ CE`` through
+    the DEQ (forward fixed point + implicit backward); optional random start uniform over the
+    ball's volume; step size ``α = rel_step · eps`` (2.5·eps/steps by default)."""
+
+    eps: float
+    steps: int = 20
+    rel_step: float | None = None
+    random_start: bool = False
+
+    @property
+    def step_size(self) -> float:
+        rel = 2.5 / self.steps if self.rel_step is None else self.rel_step
+        return rel * self.eps
+
+    def perturb(self, model: ZooModel, clean: Tensor, labels: Tensor, deq: DEQSolver | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """The adversarial images (the last iterate, like the usual PGD)."""
+        deq = default_deq(model) if deq is None else deq
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with evaluating(model):
+                if self.random_start:
+                    delta = random_ball(tuple(clean.shape), self.eps, dtype=clean.dtype, generator=generator)
+                else:
+                    delta = torch.zeros_like(clean)
+                adv = finalize(clean, delta, self.eps)
+                for _ in range(self.steps):
+                    x = adv.detach().requires_grad_()
+                    with torch.enable_grad():
+                        loss = F.cross_entropy(deq_logits(model, x, deq), labels, reduction="sum")
+                        (g,) = torch.autograd.grad(loss, x)
+                    g = g / _bcast(_per_sample_norm(g).clamp(min=torch.finfo(g.dtype).tiny), g)
+                    adv = finalize(clean, adv.detach() - clean + self.step_size * g, self.eps)
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+        return adv.detach()
+
+    def __call__(self, model: ZooModel, clean: Tensor, labels: Tensor, deq: DEQSolver | None = None,
+                 generator: torch.Generator | None = None) -> AttackResult:
+        deq = default_deq(model) if deq is None else deq
+        t0 = time.perf_counter()
+        adv = self.perturb(model, clean, labels, deq, generator)
+        seconds = time.perf_counter() - t0
+        loss, wrong = _score(model, adv, labels, deq)
+        return AttackResult(adv, loss, wrong, seconds)
+
+
+@attrs.frozen
+class JIIOAttack:
+    """JIIO: minimise ``−CE(h(z), y)`` over ``δ`` jointly with ``z = f(z, clean + δ)`` (eq. 26),
+    with the normalised x-step of the original code, inside :func:`pixel_ball`. ``damping``
+    defaults to the config's ``(α_z, α_μ, α_x)`` and its late ``α_x``."""
+
+    eps: float
+    iterations: int = 40
+    memory: int = 10
+    damping: Damping | None = None
+
+    def problem(self, model: ZooModel, shortcut_refine: int = 0) -> JointProblem:
+        s = model.config.solver
+        damping = self.damping
+        if damping is None:
+            az, amu, ax = s.damping
+            damping = Damping(z=az, mu=amu, x=ax, x_late=s.damping_x_switch, switch_at=s.damping_x_switch_iter)
+        return JointProblem(
+            model.layer,
+            AdversarialObjective(model.head),
+            accelerator=AndersonI(memory=self.memory),
+            damping=damping,
+            outer=AdjointShortcut(refine_steps=shortcut_refine),
+            max_iter=self.iterations,
+            tol=0.0,
+            x_shape=model.x_shape,
+            normalized_x_step=True,
+        )
+
+    def solve(self, model: ZooModel, clean: Tensor, labels: Tensor) -> JointSolution:
+        """The joint solution with δ as ``x`` (differentiable in θ by the adjoint shortcut when
+        grad is enabled); the model's context is the clean batch during the call only."""
+        problem = self.problem(model)
+        model.set_context(clean)
+        try:
+            return problem.solve(labels, torch.zeros_like(clean), constraint=pixel_ball(clean, self.eps))
+        finally:
+            model.set_context(None)
+
+    def perturb(self, model: ZooModel, clean: Tensor, labels: Tensor) -> tuple[Tensor, JointSolution]:
+        with torch.no_grad(), evaluating(model):
+            sol = self.solve(model, clean, labels)
+        return finalize(clean, sol.x.detach(), self.eps), sol
+
+    def __call__(self, model: ZooModel, clean: Tensor, labels: Tensor, deq: DEQSolver | None = None,
+                 generator: torch.Generator | None = None) -> AttackResult:
+        del generator
+        deq = default_deq(model) if deq is None else deq
+        t0 = time.perf_counter()
+        adv, sol = self.perturb(model, clean, labels)
+        seconds = time.perf_counter() - t0
+        loss, wrong = _score(model, adv, labels, deq)
+        return AttackResult(adv, loss, wrong, seconds, sol)

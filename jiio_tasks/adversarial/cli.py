@@ -1,0 +1,109 @@
+"""``jiio train|eval|bench adversarial``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from jiio_tasks.runs import RunDir
+
+
+def _train(args: argparse.Namespace) -> int:
+    from jiio_tasks.adversarial.train import AdvTrainConfig, train
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = AdvTrainConfig(
+        config=args.config, method=args.method, steps=args.steps, seed=args.seed, eps=args.eps,
+        batch_size=args.batch_size, lr=args.lr, pgd_steps=args.pgd_steps,
+        jiio_iterations=args.jiio_iterations, jiio_gradient=args.jiio_gradient,
+        eval_size=args.eval_size, data=args.data, data_root=args.data_root,
+        max_minutes=args.max_minutes, init=args.init,
+    )
+    final = train(RunDir(args.run), cfg, progress=not args.no_progress)
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from jiio_tasks.adversarial.evaluate import evaluate_runs, markdown
+
+    payload = evaluate_runs(args.runs, args.out, size=args.size, pgd_steps=args.pgd_steps,
+                            jiio_iterations=args.jiio_iterations, eps=args.eps)
+    print(markdown(payload["table"], payload["eps"]), end="")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from jiio_tasks.adversarial.evaluate import bench, load_run
+    from jiio_tasks.adversarial.train import eval_subset, fit_images, load_split
+    from jiio_zoo.registry import load
+
+    cfg: dict[str, Any]
+    if args.run is not None:
+        model, cfg = load_run(args.run)
+    else:
+        torch.manual_seed(args.seed)
+        model = load(args.config, pretrained=False)
+        cfg = {"data": "embedded", "data_root": None, "eps": model.config.solver.epsilon}
+    eps = float(args.eps if args.eps is not None else cfg["eps"])
+    x, y = load_split(cfg["data"], "test", cfg.get("data_root"))
+    x, y = eval_subset(fit_images(x, model), y, args.size)
+    r = bench(model, x, y, eps, args.out, pgd_steps=args.pgd_steps,
+              jiio_iterations=tuple(args.jiio_iterations))
+    print(
+        f"PGD-{r['pgd_steps']}: {r['pgd_seconds']:.2f}s loss {r['pgd_loss']:.3f} acc "
+        f"{100 * r['pgd_accuracy']:.1f}% | JIIO-{r['jiio_iterations']}: {r['jiio_seconds']:.2f}s "
+        f"loss {r['jiio_loss']:.3f} acc {100 * r['jiio_accuracy']:.1f}% | time ratio PGD/JIIO "
+        f"{r['time_ratio_pgd_over_jiio']:.2f}, strength ratio JIIO/PGD (CE) "
+        f"{r['strength_ratio_jiio_over_pgd']:.2f}; wrote {args.out}/attack_loss_vs_time.png"
+    )
+    return 0
+
+
+def register(commands: Any) -> None:
+    p = commands.train.add_parser("adversarial", help="adversarial training (clean / PGD / JIIO)")
+    p.add_argument("--config", default="digits_adv_small")
+    p.add_argument("--method", choices=("clean", "pgd", "jiio"), default="jiio")
+    p.add_argument("--run", required=True, help="run directory (resumed if it holds a state)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eps", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--pgd-steps", type=int, default=10)
+    p.add_argument("--jiio-iterations", type=int, default=None)
+    p.add_argument("--jiio-gradient", choices=("examples", "shortcut"), default="examples")
+    p.add_argument("--eval-size", type=int, default=200)
+    p.add_argument("--data", choices=("embedded", "mnist", "cifar10"), default="embedded")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (resumably) after this much training time")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--init", default=None, help="start from this jiio_zoo checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_train)
+
+    e = commands.eval.add_parser("adversarial", help="robust-accuracy grid (Table 5) of trained runs")
+    e.add_argument("runs", nargs="+", help="run directories written by `jiio train adversarial`")
+    e.add_argument("--out", required=True)
+    e.add_argument("--size", type=int, default=500)
+    e.add_argument("--pgd-steps", type=int, default=20)
+    e.add_argument("--jiio-iterations", type=int, default=40)
+    e.add_argument("--eps", type=float, default=None)
+    e.set_defaults(handler=_eval)
+
+    b = commands.bench.add_parser("adversarial", help="JIIO attack vs PGD-20: time and strength")
+    b.add_argument("--run", default=None, help="a trained run (default: a fresh --config model)")
+    b.add_argument("--config", default="digits_adv_small")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--eps", type=float, default=None)
+    b.add_argument("--size", type=int, default=100)
+    b.add_argument("--pgd-steps", type=int, default=20)
+    b.add_argument("--jiio-iterations", type=int, nargs="+", default=[10, 20, 40, 80])
+    b.add_argument("--out", required=True)
+    b.set_defaults(handler=_bench)

@@ -1,0 +1,79 @@
+"""``jiio train|eval meta``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from jiio_tasks.runs import RunDir
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from jiio_tasks.meta.train import InnerSettings, MetaTrainConfig
+
+    return MetaTrainConfig(
+        config=args.config, method=args.method, steps=args.steps, seed=args.seed,
+        meta_batch=args.meta_batch, ways=args.ways, shots=args.shots, query_shots=args.query_shots,
+        lr=args.lr, eval_tasks=args.eval_tasks, max_minutes=getattr(args, "max_minutes", None),
+        inner=InnerSettings(iterations=args.iterations, reg=args.reg, adam_steps=args.adam_steps,
+                            adam_lr=args.adam_lr),
+        maml_steps=args.maml_steps,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from jiio_tasks.meta.train import train
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    final = train(RunDir(args.run), _config(args), progress=not args.no_progress)
+    print(json.dumps(final))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from jiio_tasks.meta.train import _model, _tasksets, evaluate
+
+    cfg = _config(args)
+    model = _model(cfg)
+    RunDir(args.run).resume({"model": model})
+    torch.manual_seed(args.seed)
+    result = evaluate(model, _tasksets(cfg)[1], cfg)
+    print(json.dumps(result))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True)
+    p.add_argument("--config", default="glyphs_meta_small")
+    p.add_argument("--method", choices=("jiio", "jiio-kkt", "adam", "maml"), default="jiio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--meta-batch", type=int, default=8)
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--query-shots", type=int, default=2)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--iterations", type=int, default=40, help="JIIO iterations")
+    p.add_argument("--reg", type=float, default=0.01, help="weight of the ‖x‖² inner term")
+    p.add_argument("--adam-steps", type=int, default=20)
+    p.add_argument("--adam-lr", type=float, default=0.1)
+    p.add_argument("--maml-steps", type=int, default=1)
+    p.add_argument("--eval-tasks", type=int, default=100)
+
+
+def register(commands: Any) -> None:
+    p = commands.train.add_parser("meta", help="few-shot meta-training (JIIO / Adam DEQ / MAML)")
+    _common(p)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_train)
+    e = commands.eval.add_parser("meta", help="meta-test accuracy of a trained run")
+    _common(e)
+    e.set_defaults(handler=_eval)
