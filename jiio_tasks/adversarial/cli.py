@@ -69,7 +69,7 @@ def register(commands: Any) -> None:
     p = commands.train.add_parser("adversarial", help="adversarial training (clean / PGD / JIIO)")
     p.add_argument("--config", default="digits_adv_small")
     p.add_argument("--method", choices=("clean", "pgd", "jiio"), default="jiio")
-    p.add_argument("--run", required=True, help="run directory (resumed if it holds a state)")
+    p.add_argument("--run-dir", "--run", dest="run", required=True, help="run directory (resumed if it holds a state)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps", type=float, default=None)
@@ -98,7 +98,7 @@ def register(commands: Any) -> None:
     e.set_defaults(handler=_eval)
 
     b = commands.bench.add_parser("adversarial", help="JIIO attack vs PGD-20: time and strength")
-    b.add_argument("--run", default=None, help="a trained run (default: a fresh --config model)")
+    b.add_argument("--run-dir", "--run", dest="run", default=None, help="a trained run directory (default: a fresh --config model)")
     b.add_argument("--config", default="digits_adv_small")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--eps", type=float, default=None)

@@ -49,7 +49,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True)
+    p.add_argument("--run-dir", "--run", dest="run", required=True, help="run directory (resumed if it holds a state)")
     p.add_argument("--config", default="glyphs_meta_small")
     p.add_argument("--method", choices=("jiio", "jiio-kkt", "adam", "maml"), default="jiio")
     p.add_argument("--seed", type=int, default=0)

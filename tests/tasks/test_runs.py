@@ -23,7 +23,7 @@ def _train(run: RunDir, total: int, stop_at: int | None = None) -> nn.Linear:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        run.log(step + 1, loss=float(loss))
+        run.log(step + 1, loss=float(loss.detach()))
         run.save_state(step + 1, {"model": model}, {"opt": opt})
         if stop_at is not None and step + 1 == stop_at:
             break
