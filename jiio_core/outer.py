@@ -202,6 +202,17 @@ class _ImplicitSolve(OuterGradient):
     max_iter: int = attrs.field(default=200, validator=int_at_least(1))
     tol: float = attrs.field(default=1e-6, validator=number_above(0.0, inclusive=True))
 
+    def _implicit(self, output: Tensor, wrt: Tensor, ctx: OuterContext, throw: bool) -> None:
+        implicit_backward(
+            output,
+            wrt,
+            accelerator=self.accelerator,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            stats=ctx.stats,
+            throw=throw,
+        )
+
 
 @attrs.frozen
 class ImplicitKKT(_ImplicitSolve):
@@ -220,15 +231,7 @@ class ImplicitKKT(_ImplicitSolve):
         v = ctx.v_star.detach().requires_grad_()
         ev = amap.evaluate(v, ctx.y, ctx.final_iter, create_graph=True, normalized=False)
         out = ev.value
-        implicit_backward(
-            out,
-            v,
-            accelerator=self.accelerator,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            stats=ctx.stats,
-            throw=throw,
-        )
+        self._implicit(out, v, ctx, throw)
         zf, mu, xf = amap.split(out)
         z = amap.z_spec.unpack(zf)
         x = amap.unpack_x(xf)
@@ -249,15 +252,7 @@ class FixedInput(_ImplicitSolve):
         x = amap.unpack_x(xf)
         zl = zf.detach().requires_grad_()
         fz = amap.z_spec.pack(amap.layer(amap.z_spec.unpack(zl), x))
-        implicit_backward(
-            fz,
-            zl,
-            accelerator=self.accelerator,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            stats=ctx.stats,
-            throw=throw,
-        )
+        self._implicit(fz, zl, ctx, throw)
         z = amap.z_spec.unpack(fz)
         return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))
 
