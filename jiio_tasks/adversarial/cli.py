@@ -10,6 +10,7 @@ from jiio_tasks.runs import RunDir
 
 def _train(args: argparse.Namespace) -> int:
     from jiio_tasks.adversarial.train import AdvTrainConfig, train
+    from jiio_tasks.distributed import launched
 
     if args.threads is not None:
         import torch
@@ -22,8 +23,11 @@ def _train(args: argparse.Namespace) -> int:
         eval_size=args.eval_size, data=args.data, data_root=args.data_root,
         max_minutes=args.max_minutes, init=args.init,
     )
-    final = train(RunDir(args.run), cfg, progress=not args.no_progress)
-    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+    # under torchrun: one data-parallel rank (see docs/distributed.md); else a single process
+    with launched(args.device) as env:
+        final = train(RunDir(args.run), cfg, progress=not args.no_progress, env=env)
+    if env.is_main:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
     return 0
 
 
@@ -83,7 +87,9 @@ def register(commands: Any) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (resumably) after this much training time")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (per process)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (gloo under torchrun) or cuda (cuda:LOCAL_RANK, nccl under torchrun)")
     p.add_argument("--init", default=None, help="start from this jiio_zoo checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_train)

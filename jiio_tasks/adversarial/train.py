@@ -14,10 +14,16 @@ For JIIO two gradients are offered (``jiio_gradient``):
 - ``"shortcut"``: the paper's adjoint shortcut (eq. 19 with ``Relation.NEGATED``): the outer
   loss is ``solution.outer_loss = CE`` at ``(z*, δ*, μ*)`` and ``θ`` gets ``−μ*ᵀ∂f/∂θ − ∂ℓ/∂θ``
   with no extra solve (cheaper; exact only at a converged solve).
+
+Launched by ``torchrun`` (see docs/distributed.md), every rank draws the same global batch,
+trains on its shard through ``DistributedDataParallel`` around :class:`TrainingStep`, and rank 0
+alone writes the run directory; the saved state is that of the unwrapped model, so a run can be
+resumed with any number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any, Literal
@@ -25,7 +31,7 @@ from typing import Any, Literal
 import attrs
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from jiio_tasks.adversarial.attacks import (
@@ -35,6 +41,7 @@ from jiio_tasks.adversarial.attacks import (
     deq_logits,
     evaluating,
 )
+from jiio_tasks.distributed import DistEnv
 from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
@@ -144,8 +151,15 @@ def eval_subset(images: Tensor, labels: Tensor, size: int, seed: int = 0) -> tup
     return images[perm], labels[perm]
 
 
-def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str, Any]) -> tuple[Tensor, Tensor]:
-    """The loss of one training step for ``cfg["method"]`` and the images it was computed at."""
+def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str, Any],
+                  global_batch: int | None = None) -> tuple[Tensor, Tensor]:
+    """The loss of one training step for ``cfg["method"]`` and the images it was computed at.
+
+    The loss is the mean over ``images``; with ``global_batch`` it is the sum over ``images``
+    divided by ``global_batch``: this shard's part of the mean over a global batch split over
+    ranks (whose gradients are then summed). Each sample's cotangent is then the same as in
+    one process, which matters because the implicit backward solve stops at an absolute
+    tolerance: scaling its right-hand side changes where it stops."""
     method = cfg["method"]
     deq = default_deq(model)
     adv = images
@@ -156,10 +170,44 @@ def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str
         if cfg["jiio_gradient"] == "shortcut":
             with torch.enable_grad():
                 sol = attack.solve(model, images, labels)
-            return sol.outer_loss.mean(), images + sol.x.detach()
+            outer = sol.outer_loss
+            loss = outer.mean() if global_batch is None else outer.sum() / global_batch
+            return loss, images + sol.x.detach()
         adv, _ = attack.perturb(model, images, labels)
-    loss = F.cross_entropy(deq_logits(model, adv, deq), labels)
-    return loss, adv
+    logits = deq_logits(model, adv, deq)
+    if global_batch is None:
+        return F.cross_entropy(logits, labels), adv
+    return F.cross_entropy(logits, labels, reduction="sum") / global_batch, adv
+
+
+class TrainingStep(nn.Module):
+    """:func:`training_loss` as a module: what ``DistributedDataParallel`` wraps, since DDP
+    synchronises the gradients of the parameters used in its wrapped module's ``forward``.
+    ``global_batch`` as in :func:`training_loss` (then wrap with ``reduce="sum"``). Its state
+    dict is the model's under the prefix ``model.``: checkpoint ``self.model``."""
+
+    def __init__(self, model: ZooModel, cfg: dict[str, Any], global_batch: int | None = None) -> None:
+        super().__init__()
+        if global_batch is not None and (not isinstance(global_batch, int) or global_batch < 1):
+            raise ValueError(f"global_batch must be an int >= 1 or None, got {global_batch!r}")
+        self.model = model
+        self.cfg = dict(cfg)
+        self.global_batch = global_batch
+
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return training_loss(self.model, images, labels, self.cfg, self.global_batch)
+
+
+def optimizer_step(step: nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor) -> float:
+    """One Adam (or other) step on ``step(images, labels)``'s loss; returns the loss. ``step``
+    is a :class:`TrainingStep`, or one wrapped by :meth:`DistEnv.wrap` (then ``images`` and
+    ``labels`` are this rank's shard, the gradient is combined over the ranks before the
+    step, and the loss returned is this rank's)."""
+    loss, _ = step(images, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
 
 
 def accuracy(model: ZooModel, images: Tensor, labels: Tensor, attack: JIIOAttack | PGDAttack | None,
@@ -187,56 +235,87 @@ def robust_accuracies(model: ZooModel, images: Tensor, labels: Tensor, eps: floa
     }
 
 
-def train(run: RunDir, config: AdvTrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train (resuming from ``run`` if it holds a state); returns the final metrics."""
+def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+    """Train (resuming from ``run`` if it holds a state); returns the final metrics.
+
+    ``env`` (default: a single process on the CPU) is this process's place in a data-parallel
+    job: every rank draws the same global batch of ``batch_size`` items and trains on its equal
+    shard; only the main rank writes to ``run``; the final accuracies are computed on shards of
+    the evaluation set and summed over the ranks."""
+    env = DistEnv() if env is None else env
     cfg = config.resolved()
+    env.shard_bounds(cfg["batch_size"], name="batch_size")
     torch.manual_seed(config.seed)
     model = build_model(get_config(config.config))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     if config.init is not None and not run.state_path.exists():
         from jiio_zoo.checkpoint import load_into
 
         load_into(model, config.init)
+    model.to(env.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    # every rank restores the same state (model, optimiser, the RNG that draws the batches)
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
-    run.update(config=cfg)
+    if env.is_main:
+        run.update(config=cfg)
     tr_x, tr_y = load_split(config.data, "train", config.data_root)
     te_x, te_y = load_split(config.data, "test", config.data_root)
     tr_x, te_x = fit_images(tr_x, model), fit_images(te_x, model)
     n_eval = min(config.eval_size, len(te_y))
     ev_x, ev_y = eval_subset(te_x, te_y, n_eval)
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
-               desc=f"train adversarial/{config.method}")
+    # each rank's loss is its shard's part of the global mean, so gradients are summed
+    global_batch = cfg["batch_size"] if env.is_distributed else None
+    step_module = env.wrap(TrainingStep(model, cfg, global_batch), reduce="sum")
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
+               disable=not (progress and env.is_main), desc=f"train adversarial/{config.method}")
     model.train()
+    done = start
     for step in bar:
         t0 = time.perf_counter()
-        idx = torch.randint(0, len(tr_y), (cfg["batch_size"],))
-        x, y = tr_x[idx], tr_y[idx]
+        idx = env.shard(torch.randint(0, len(tr_y), (cfg["batch_size"],)))
+        x, y = tr_x[idx].to(env.device), tr_y[idx].to(env.device)
         model.train()
-        loss, _ = training_loss(model, x, y, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lv = float(loss.detach())
+        with env.rank_rng(config.seed, step), _default_device(env.device):
+            lv = optimizer_step(step_module, opt, x, y)
         elapsed += time.perf_counter() - t0
+        if env.is_distributed:
+            lv = env.sum({"loss": lv})["loss"]
+            elapsed = env.max({"seconds": elapsed})["seconds"]
         done = step + 1
         bar.set_postfix(loss=f"{lv:.3f}")
-        if done % config.log_every == 0 or done == config.steps:
-            run.log(done, loss=lv, seconds=elapsed)
         out_of_time = config.max_minutes is not None and elapsed >= 60.0 * config.max_minutes
-        if done % config.save_every == 0 or done == config.steps or out_of_time:
+        if env.is_main and (done % config.log_every == 0 or done == config.steps or out_of_time):
+            run.log(done, loss=lv, seconds=elapsed)
+        if env.is_main and (done % config.save_every == 0 or done == config.steps or out_of_time):
             run.save_state(done, {"model": model}, {"opt": opt}, {"seconds": elapsed})
         if out_of_time:
-            run.log(done, loss=lv, seconds=elapsed)
             break
     model.eval()
-    final = robust_accuracies(model, ev_x, ev_y, cfg["eps"], seed=config.seed)
-    last = run.read_metrics().get("history", [{}])[-1].get("step", 0)
-    final = {**final, "train_seconds": elapsed, "eval_size": n_eval, "steps_done": last}
-    ckpt = save(model, run.root / "model.pt", extra={"method": config.method, "seed": config.seed})
-    run.update(final=final, checkpoint=str(ckpt))
-    _plot_history(run)
+    lo, hi = _eval_part(n_eval, env)
+    with _default_device(env.device):
+        part = robust_accuracies(model, ev_x[lo:hi].to(env.device), ev_y[lo:hi].to(env.device),
+                                 cfg["eps"], seed=config.seed)
+    if env.is_distributed:  # fractions of each rank's part -> counts -> fractions of the whole
+        counts = env.sum({k: round(v * (hi - lo)) for k, v in part.items()})
+        part = {k: v / n_eval for k, v in counts.items()}
+    final = {**part, "train_seconds": elapsed, "eval_size": n_eval, "steps_done": done}
+    if env.is_main:
+        ckpt = save(model, run.root / "model.pt", extra={"method": config.method, "seed": config.seed})
+        run.update(final=final, checkpoint=str(ckpt))
+        _plot_history(run)
+    env.barrier()
     return final
+
+
+def _eval_part(size: int, env: DistEnv) -> tuple[int, int]:
+    """This rank's contiguous part of ``size`` evaluation items (as equal as possible)."""
+    return size * env.rank // env.world_size, size * (env.rank + 1) // env.world_size
+
+
+def _default_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """New tensors made without a device (e.g. a random attack start) on ``device``; nothing
+    to do on the CPU (where the device context would only add dispatch overhead)."""
+    return contextlib.nullcontext() if device.type == "cpu" else device
 
 
 def _plot_history(run: RunDir) -> None:
