@@ -62,14 +62,18 @@ def finalize(clean: Tensor, delta: Tensor, eps: float) -> Tensor:
 
 
 def random_ball(shape: tuple[int, ...], eps: float, *, dtype: torch.dtype = torch.float32,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
     """Points uniform over the volume of the L2 ball of radius ``eps`` (one per row):
-    a Gaussian direction with radius ``eps · U^(1/d)``."""
+    a Gaussian direction with radius ``eps · U^(1/d)``. The numbers are drawn on the
+    generator's device (CPU without one), so a seed gives the same points everywhere, and the
+    result is moved to ``device`` (default: where they were drawn)."""
     d = math.prod(shape[1:])
-    direction = torch.randn(shape, dtype=dtype, generator=generator)
+    where = generator.device if generator is not None else torch.device("cpu")
+    direction = torch.randn(shape, dtype=dtype, generator=generator, device=where)
     direction = direction / _bcast(_per_sample_norm(direction).clamp(min=1e-12), direction)
-    u = torch.rand(shape[0], dtype=dtype, generator=generator)
-    return direction * _bcast(eps * u.pow(1.0 / d), direction)
+    u = torch.rand(shape[0], dtype=dtype, generator=generator, device=where)
+    out = direction * _bcast(eps * u.pow(1.0 / d), direction)
+    return out if device is None else out.to(device)
 
 
 @contextlib.contextmanager
@@ -145,7 +149,8 @@ class PGDAttack:
         try:
             with evaluating(model):
                 if self.random_start:
-                    delta = random_ball(tuple(clean.shape), self.eps, dtype=clean.dtype, generator=generator)
+                    delta = random_ball(tuple(clean.shape), self.eps, dtype=clean.dtype, generator=generator,
+                                        device=clean.device)
                 else:
                     delta = torch.zeros_like(clean)
                 adv = finalize(clean, delta, self.eps)
