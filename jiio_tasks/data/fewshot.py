@@ -200,6 +200,22 @@ class TaskSet:
         self.tasks = l2l.data.Taskset(md, task_transforms=transforms, num_tasks=num_tasks)
         self._state = random.Random(seed).getstate() if seed is not None else None
 
+    def rng_state(self) -> Any:
+        """The state of this task set's private sampling stream (``None`` when it samples from
+        Python's global ``random``): save it with a checkpoint to resume the same task stream."""
+        return self._state
+
+    def set_rng_state(self, state: Any) -> None:
+        """Restore a state returned by :meth:`rng_state`."""
+        if state is not None and self._state is None:
+            raise ValueError("this TaskSet was built with seed=None (global random stream); it has no state to set")
+        if state is not None:
+            try:
+                random.Random().setstate(state)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"state is not a random-module state: {err}") from None
+        self._state = state
+
     @contextlib.contextmanager
     def _stream(self, state: Any = None) -> Iterator[None]:
         if state is None and self._state is None:

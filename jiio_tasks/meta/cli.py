@@ -17,7 +17,9 @@ def _config(args: argparse.Namespace) -> Any:
         meta_batch=args.meta_batch, ways=args.ways, shots=args.shots, query_shots=args.query_shots,
         lr=args.lr, eval_tasks=args.eval_tasks, max_minutes=getattr(args, "max_minutes", None),
         inner=InnerSettings(iterations=args.iterations, reg=args.reg, adam_steps=args.adam_steps,
-                            adam_lr=args.adam_lr),
+                            adam_lr=args.adam_lr, deq_iterations=args.deq_iterations,
+                            backward_iterations=args.backward_iterations,
+                            normalized_x_step=not args.plain_x_step),
         maml_steps=args.maml_steps,
     )
 
@@ -37,13 +39,15 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from jiio_tasks.meta.train import _model, _tasksets, evaluate
+    from jiio_tasks.meta.train import _model, evaluate, tasksets
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     cfg = _config(args)
     model = _model(cfg)
     RunDir(args.run).resume({"model": model})
     torch.manual_seed(args.seed)
-    result = evaluate(model, _tasksets(cfg)[1], cfg)
+    result = evaluate(model, tasksets(cfg)[1], cfg)
     print(json.dumps(result))
     return 0
 
@@ -59,19 +63,25 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--query-shots", type=int, default=2)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--iterations", type=int, default=40, help="JIIO iterations")
+    p.add_argument("--iterations", type=int, default=None, help="JIIO iterations (default: the config's)")
     p.add_argument("--reg", type=float, default=0.01, help="weight of the ‖x‖² inner term")
+    p.add_argument("--plain-x-step", action="store_true",
+                   help="JIIO steps x by α_x·J_xᵀμ instead of along its normalised direction")
+    p.add_argument("--deq-iterations", type=int, default=30,
+                   help="DEQ solve of the query images (and of each Adam step)")
+    p.add_argument("--backward-iterations", type=int, default=None,
+                   help="implicit backward of the query solve (default: the config's)")
     p.add_argument("--adam-steps", type=int, default=20)
     p.add_argument("--adam-lr", type=float, default=0.1)
     p.add_argument("--maml-steps", type=int, default=1)
     p.add_argument("--eval-tasks", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def register(commands: Any) -> None:
     p = commands.train.add_parser("meta", help="few-shot meta-training (JIIO / Adam DEQ / MAML)")
     _common(p)
     p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_train)
     e = commands.eval.add_parser("meta", help="meta-test accuracy of a trained run")

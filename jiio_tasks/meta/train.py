@@ -19,13 +19,16 @@ from torch import Tensor, nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from jiio_core.accelerators import AndersonII
-from jiio_core.baselines import Adam, DEQSolver, optimize_input
+from jiio_core.baselines import Adam, DEQSolver, InputOptimizationResult, optimize_input
 from jiio_core.damping import Damping
 from jiio_core.outer import FixedInput, ImplicitKKT
-from jiio_core.problem import JointProblem
+from jiio_core.problem import JointProblem, JointSolution
 from jiio_tasks.meta.tasks import RegularizedFewShot, TaskBatch, sample_batch
 from jiio_tasks.runs import RunDir
+from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
+from jiio_zoo.injections import FiLMInjection
+from jiio_zoo.mdeq import MDEQLayer
 from jiio_zoo.model import ZooModel, build_model
 
 Method = Literal["jiio", "jiio-kkt", "adam", "maml"]
@@ -34,24 +37,46 @@ METHODS: tuple[str, ...] = ("jiio", "jiio-kkt", "adam", "maml")
 
 @attrs.frozen(kw_only=True)
 class InnerSettings:
-    """Inner-loop settings of the DEQ methods."""
+    """Inner-loop settings of the DEQ methods.
 
-    iterations: int = 40
+    ``iterations``: JIIO iterations (``None``: the config's ``jiio_iterations``).
+    ``normalized_x_step``: JIIO moves ``x`` by ``α_x`` along the normalised ``J_xᵀμ`` (keeps
+    the task vector's step independent of the gradient's scale, which is tiny at
+    initialisation). ``adam_steps``/``adam_lr``: the Adam inner loop, each step a full DEQ
+    solve of ``deq_iterations`` iterations and an implicit backward. ``deq_iterations`` also
+    bounds the query images' DEQ solve; ``backward_iterations`` its implicit backward
+    (``None``: the config's ``backward_threshold``), both stopping at residual ``deq_tol``.
+    """
+
+    iterations: int | None = None
     reg: float = 0.01
+    normalized_x_step: bool = True
     adam_steps: int = 20
     adam_lr: float = 0.1
     deq_iterations: int = 30
+    backward_iterations: int | None = None
+    deq_tol: float = 1e-4
 
 
 def query_ce(logits: Tensor, batch: TaskBatch) -> Tensor:
-    """Mean query cross-entropy of logits ``(B, S, K)``."""
-    q = logits[:, batch.support :]
-    return F.cross_entropy(q.reshape(-1, q.shape[-1]), batch.query_labels.reshape(-1))
+    """Mean query cross-entropy of query logits ``(B, Q, K)``."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.query_labels.reshape(-1))
 
 
 def query_accuracy(logits: Tensor, batch: TaskBatch) -> float:
-    q = logits[:, batch.support :]
-    return float((q.argmax(-1) == batch.query_labels).float().mean())
+    return float((logits.argmax(-1) == batch.query_labels).float().mean())
+
+
+def support_part(batch: TaskBatch) -> TaskBatch:
+    """The support images and labels of every task (what the inner problem sees)."""
+    s = batch.support
+    return TaskBatch(batch.images[:, :s], batch.labels[:, :s], s)
+
+
+def query_part(batch: TaskBatch) -> TaskBatch:
+    """The query images and labels of every task, as a batch with ``support = 0``."""
+    s = batch.support
+    return TaskBatch(batch.images[:, s:], batch.labels[:, s:], 0)
 
 
 def jiio_problem(model: ZooModel, support: int, inner: InnerSettings, kkt: bool = False) -> JointProblem:
@@ -65,32 +90,93 @@ def jiio_problem(model: ZooModel, support: int, inner: InnerSettings, kkt: bool 
         outer=ImplicitKKT(max_iter=s.backward_threshold, tol=1e-4)
         if kkt
         else FixedInput(max_iter=s.backward_threshold, tol=1e-4),
-        max_iter=inner.iterations,
+        max_iter=inner.iterations or s.jiio_iterations,
         tol=0.0,
         x_shape=model.x_shape,
+        normalized_x_step=inner.normalized_x_step,
     )
 
 
-def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings) -> tuple[Tensor, Tensor, Tensor]:
-    """Logits ``(B, S, K)`` at the inferred task vectors (differentiable in θ per the method),
-    the task vectors and the per-task support loss."""
-    model.set_context(batch.images)
+def deq_solver(model: ZooModel, inner: InnerSettings) -> DEQSolver:
+    s = model.config.solver
+    return DEQSolver(accelerator=AndersonII(memory=s.anderson_memory), max_iter=inner.deq_iterations,
+                     tol=inner.deq_tol, backward_max_iter=inner.backward_iterations or s.backward_threshold,
+                     backward_tol=inner.deq_tol)
+
+
+def jiio_inner(model: ZooModel, batch: TaskBatch, inner: InnerSettings) -> JointSolution:
+    """JIIO on the support images only, without gradients: ``x*`` and the support loss."""
+    sb = support_part(batch)
+    model.set_context(sb.images)
     try:
-        if method in ("jiio", "jiio-kkt"):
-            problem = jiio_problem(model, batch.support, inner, kkt=method == "jiio-kkt")
-            sol = problem.solve(batch.labels)
-            return model.head(sol.z), sol.x, sol.loss.detach()
-        if method == "adam":
-            objective = RegularizedFewShot(model.head, batch.support, inner.reg)
-            x0 = torch.zeros(batch.images.shape[0], *model.x_shape, dtype=batch.images.dtype)
-            deq = DEQSolver(accelerator=AndersonII(memory=model.config.solver.anderson_memory),
-                            max_iter=inner.deq_iterations)
-            res = optimize_input(model.layer, objective, batch.labels, x0, Adam(inner.adam_lr),
-                                 inner.adam_steps, deq=deq)
-            sol_z = deq.solve(model.layer, res.x.detach()).z
-            return model.head(sol_z), res.x, res.loss.detach()
+        with torch.no_grad():
+            return jiio_problem(model, sb.support, inner).solve(sb.labels)
     finally:
         model.set_context(None)
+
+
+def adam_inner(model: ZooModel, batch: TaskBatch, inner: InnerSettings) -> InputOptimizationResult:
+    """Adam over the task vector on the support images only (each step a DEQ solve and an
+    implicit backward); no gradient reaches θ."""
+    sb = support_part(batch)
+    model.set_context(sb.images)
+    try:
+        objective = RegularizedFewShot(model.head, sb.support, inner.reg)
+        x0 = torch.zeros(sb.images.shape[0], *model.x_shape, dtype=sb.images.dtype)
+        return optimize_input(model.layer, objective, sb.labels, x0, Adam(inner.adam_lr),
+                              inner.adam_steps, deq=deq_solver(model, inner))
+    finally:
+        model.set_context(None)
+
+
+def support_loss(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings) -> Tensor:
+    """Per-task inner loss (support CE + ``reg · ‖x‖²``) at the DEQ equilibrium of the support
+    images under ``x``: the common yardstick of inner loops that stop at different iterates."""
+    sb = support_part(batch)
+    model.set_context(sb.images)
+    try:
+        with torch.no_grad():
+            z = deq_solver(model, inner).solve(model.layer, x.detach()).z
+            out: Tensor = RegularizedFewShot(model.head, sb.support, inner.reg)(z, x.detach(), sb.labels)
+            return out
+    finally:
+        model.set_context(None)
+
+
+def query_logits(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings) -> Tensor:
+    """Query logits ``(B, Q, K)`` at the equilibrium of the query images under the fixed task
+    vectors ``x``, differentiable in θ by implicit differentiation (``dx/dθ`` dropped)."""
+    model.set_context(query_part(batch).images)
+    try:
+        out: Tensor = model.head(deq_solver(model, inner).solve(model.layer, x.detach()).z)
+        return out
+    finally:
+        model.set_context(None)
+
+
+def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings) -> tuple[Tensor, Tensor, Tensor]:
+    """Query logits ``(B, Q, K)`` at the inferred task vectors (differentiable in θ per the
+    method), the task vectors and the per-task support loss.
+
+    ``jiio`` and ``adam`` infer ``x*`` from the support images alone and then solve the query
+    images' DEQ at the fixed ``x*`` with an implicit backward: with ``dx*/dθ`` dropped this is
+    exactly the ``FixedInput`` gradient of a joint solve over support and query images (each
+    image's equilibrium depends on the others only through ``x``), at a third of the cost.
+    ``jiio-kkt`` needs ``dx*/dθ`` and solves support and query jointly with ``ImplicitKKT``.
+    """
+    if method == "jiio":
+        sol = jiio_inner(model, batch, inner)
+        return query_logits(model, batch, sol.x, inner), sol.x, sol.loss.detach()
+    if method == "adam":
+        res = adam_inner(model, batch, inner)
+        return query_logits(model, batch, res.x, inner), res.x, res.loss.detach()
+    if method == "jiio-kkt":
+        model.set_context(batch.images)
+        try:
+            ksol = jiio_problem(model, batch.support, inner, kkt=True).solve(batch.labels)
+            return model.head(ksol.z)[:, batch.support :], ksol.x, ksol.loss.detach()
+        finally:
+            model.set_context(None)
     raise ValueError(f"unknown DEQ method {method!r}")
 
 
@@ -144,6 +230,10 @@ class MetaTrainConfig:
     log_every: int = 10
     save_every: int = 50
     max_minutes: float | None = None
+    #: the FiLM layer's initial weights (PyTorch's default Linear init) are multiplied by this:
+    #: at 1 the task vector barely moves the logits of a fresh model, the inner loop cannot
+    #: lower the support loss and the outer loop gets no signal
+    film_init_scale: float = 4.0
 
 
 def _model(cfg: MetaTrainConfig) -> nn.Module:
@@ -154,6 +244,10 @@ def _model(cfg: MetaTrainConfig) -> nn.Module:
         channels = m.image_channels if isinstance(m, MDEQConfig) else 1
         return l2l.algorithms.MAML(SmallCNN(cfg.ways, in_channels=channels), lr=cfg.maml_lr)  # type: ignore[no-any-return]
     zm = build_model(get_config(cfg.config))
+    layer = zm.layer
+    if isinstance(layer, MDEQLayer) and isinstance(layer.injection, FiLMInjection):
+        with torch.no_grad():  # FiLM stays the identity at x = 0 (zero bias); see film_init_scale
+            layer.injection.film.weight.mul_(cfg.film_init_scale)
     head_classes = zm.config.model.num_classes if isinstance(zm.config.model, MDEQConfig) else 0
     if head_classes != cfg.ways:
         raise ValueError(f"config {cfg.config!r} has {head_classes} classes, tasks are {cfg.ways}-way")
@@ -169,7 +263,9 @@ def step_loss(model: nn.Module, batch: TaskBatch, cfg: MetaTrainConfig) -> tuple
     return query_ce(logits, batch), query_accuracy(logits, batch)
 
 
-def _tasksets(cfg: MetaTrainConfig) -> tuple[Any, Any]:
+def tasksets(cfg: MetaTrainConfig) -> tuple[Any, Any]:
+    """The meta-train task stream (seeded by ``cfg.seed``) and the fixed meta-test tasks
+    (``cfg.eval_tasks`` of them, always the same for the same ways/shots/query shots)."""
     from jiio_tasks.data import EmbeddedGlyphs, make_taskset
 
     m = get_config(cfg.config).model
@@ -210,7 +306,10 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True) -> dict[str,
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
     run.update(config={**attrs.asdict(cfg), "lr": lr})
-    train_ts, test_ts = _tasksets(cfg)
+    train_ts, test_ts = tasksets(cfg)
+    # the task stream (TaskSet's private `random` state) continues where the saved run left it
+    if "taskset_rng" in extra:
+        train_ts.set_rng_state(extra["taskset_rng"])
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"train meta/{cfg.method}")
     for step in bar:
@@ -229,9 +328,19 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True) -> dict[str,
         if done % cfg.log_every == 0 or done == cfg.steps or out_of_time:
             run.log(done, loss=lv, query_accuracy=acc, seconds=elapsed)
         if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
-            run.save_state(done, {"model": model}, {"opt": opt}, {"seconds": elapsed})
+            run.save_state(done, {"model": model}, {"opt": opt},
+                           {"seconds": elapsed, "taskset_rng": train_ts.rng_state()})
         if out_of_time:
             break
     final = {**evaluate(model, test_ts, cfg), "train_seconds": elapsed, "chance": 1.0 / cfg.ways}
     run.update(final=final)
+    if isinstance(model, ZooModel):  # the zoo checkpoint that jiio_zoo.load(..., weights=) reads
+        save(model, run.root / "model.pt",
+             extra={"method": cfg.method, "steps": done_steps(run), "seed": cfg.seed, **final})
     return final
+
+
+def done_steps(run: RunDir) -> int:
+    """Steps completed by the run (0 before its first save)."""
+    history = run.read_metrics().get("history", [])
+    return int(history[-1]["step"]) if history else 0

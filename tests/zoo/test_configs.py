@@ -65,7 +65,7 @@ def test_small_variants_exist_and_are_small() -> None:
         assert CONFIGS[name].scale == "small"
     assert CONFIGS["digits_adv_small"].model.image_size == 8  # type: ignore[union-attr]
     assert CONFIGS["faces_gen_small"].model.latent_dim == 32  # type: ignore[union-attr]
-    assert CONFIGS["glyphs_meta_small"].model.image_size == 28  # type: ignore[union-attr]
+    assert CONFIGS["glyphs_meta_small"].model.image_size == 14  # type: ignore[union-attr]
 
 
 def _mdeq(**over: Any) -> MDEQConfig:

@@ -42,7 +42,7 @@ def unrolled_query_loss(model: ZooModel, batch: TaskBatch, x: Tensor, iters: int
         z = model.layer.init_state(x)
         for _ in range(iters):
             z = model.layer(z, x)
-        return query_ce(model.head(z), batch)
+        return query_ce(model.head(z)[:, batch.support :], batch)
     finally:
         model.set_context(None)
 
@@ -51,7 +51,8 @@ def unrolled_query_loss(model: ZooModel, batch: TaskBatch, x: Tensor, iters: int
 def test_deq_meta_step_gradient_matches_unrolled_reference(method: str) -> None:
     model = tiny_meta()
     batch = tiny_batch()
-    inner = InnerSettings(iterations=30, adam_steps=5, adam_lr=0.2, deq_iterations=60)
+    inner = InnerSettings(iterations=30, adam_steps=5, adam_lr=0.2, deq_iterations=100,
+                          backward_iterations=100, deq_tol=1e-9)
     logits, x, support_loss = deq_forward(model, batch, method, inner)
     loss = query_ce(logits, batch)
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
@@ -89,7 +90,9 @@ def test_jiio_kkt_meta_step_runs_and_differs_from_fixed_input() -> None:
     gf = torch.autograd.grad(lf, params, allow_unused=True)
     lk = query_ce(deq_forward(model, batch, "jiio-kkt", inner)[0], batch)
     gk = torch.autograd.grad(lk, params, allow_unused=True)
-    assert abs(float(lf.detach()) - float(lk.detach())) < 1e-5  # same forward solution
+    # same x* up to the solvers: FixedInput's JIIO sees the support images only, ImplicitKKT's
+    # also the query ones (their μ is zero, but Anderson mixes whole states)
+    assert abs(float(lf.detach()) - float(lk.detach())) < 1e-3
     flat_f = torch.cat([g.flatten() for g in gf if g is not None])
     flat_k = torch.cat([g.flatten() for g in gk if g is not None])
     assert bool(torch.isfinite(flat_k).all())

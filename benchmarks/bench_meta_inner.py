@@ -1,0 +1,221 @@
+"""Inner loop of DEQ meta-learning: JIIO versus Adam over the task vector, time to an equal
+support loss (paper Appendix B.1, Table 7), on the trained ``glyphs_meta_small`` model.
+
+Both inner loops see the same batch of meta-test tasks (support images only) and minimise the
+same inner loss (support cross-entropy + ``reg · ‖x‖²``) from ``x = 0``; every loss compared
+is re-evaluated at the DEQ equilibrium of the returned ``x``. Adam's steps are each a full DEQ
+forward solve and implicit backward solve. Two definitions of "equal loss":
+
+(a) the paper's: the target is Adam-``--adam-steps``'s loss; JIIO's trace gives the first
+    iteration at which the batch mean of each task's best cost so far reaches it, and JIIO is
+    run with that many iterations (more, by ``--step-up``, if the re-evaluated loss misses);
+    no ratio if JIIO does not get there within ``--max-iter`` iterations;
+(b) JIIO's working point: the target is the loss of JIIO with the config's iterations (as in
+    meta-training), and Adam's trace gives the steps it needs to reach it.
+
+Times are medians of ``--repeats`` runs after one warm-up run. Peak memory: on CUDA
+``torch.cuda.max_memory_allocated`` above the memory in use before the run; on CPU (Linux)
+the peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``) above the
+resident size just before the run, in a fresh process per row.
+
+Run: ``python benchmarks/bench_meta_inner.py`` (``--weights`` for another checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import torch
+from torch import Tensor
+
+import jiio_zoo
+from jiio_tasks.meta.tasks import TaskBatch, collate
+from jiio_tasks.meta.train import (
+    InnerSettings,
+    MetaTrainConfig,
+    adam_inner,
+    jiio_inner,
+    support_loss,
+    tasksets,
+)
+from jiio_zoo.model import ZooModel
+
+
+def _setup(args: argparse.Namespace) -> tuple[ZooModel, TaskBatch]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = jiio_zoo.load("glyphs_meta_small", weights=args.weights, device=args.device)
+    model.eval()
+    cfg = MetaTrainConfig(eval_tasks=args.tasks)
+    test = tasksets(cfg)[1]
+    batch = collate([test[i] for i in range(args.tasks)])
+    return model, TaskBatch(batch.images.to(args.device), batch.labels.to(args.device), batch.support)
+
+
+def _run(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings) -> Tensor:
+    """The task vectors found by one inner loop."""
+    if method == "jiio":
+        return jiio_inner(model, batch, inner).x
+    with torch.no_grad():
+        return adam_inner(model, batch, inner).x
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], Tensor], repeats: int, device: str) -> tuple[float, Tensor]:
+    out = fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _peak_memory(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings, device: str) -> str:
+    """Peak memory of one inner-loop run above what was in use just before it."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        _run(model, batch, method, inner)
+        return f"{(torch.cuda.max_memory_allocated() - base) / 2**20:.1f} MiB (CUDA allocated)"
+    try:  # Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return "n/a"
+    start = _status_kib("VmRSS")
+    _run(model, batch, method, inner)
+    peak = _status_kib("VmHWM")
+    if start is None or peak is None:
+        return "n/a"
+    return f"{(peak - start) / 1024:.1f} MiB (CPU peak RSS above start, fresh process)"
+
+
+def _memory_in_child(args: argparse.Namespace, method: str, inner: InnerSettings) -> str:
+    """On CPU, measure in a fresh process, so that heap kept by earlier runs does not hide it."""
+    if args.device.startswith("cuda"):
+        model, batch = _setup(args)
+        return _peak_memory(model, batch, method, inner, args.device)
+    cmd = [sys.executable, __file__, "--tasks", str(args.tasks), "--threads", str(args.threads),
+           "--seed", str(args.seed), "--adam-steps", str(inner.adam_steps), "--adam-lr", str(inner.adam_lr),
+           "--memory-only", method, "--max-iter", str(inner.iterations or args.max_iter)]
+    if args.weights is not None:
+        cmd += ["--weights", str(args.weights)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    return out[-1] if out else "n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", default=None, help="checkpoint (default: the shipped weights)")
+    parser.add_argument("--tasks", type=int, default=10, help="meta-test tasks in the batch")
+    parser.add_argument("--adam-steps", type=int, default=20)
+    parser.add_argument("--adam-lr", type=float, default=0.1)
+    parser.add_argument("--max-iter", type=int, default=200, help="JIIO iterations of the trace run")
+    parser.add_argument("--step-up", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--memory-only", choices=("jiio", "adam"), default=None,
+                        help=argparse.SUPPRESS)  # internal: one run (JIIO: --max-iter iterations)
+    args = parser.parse_args()
+    model, batch = _setup(args)
+    base = InnerSettings(adam_steps=args.adam_steps, adam_lr=args.adam_lr)
+    if args.memory_only is not None:
+        print(_peak_memory(model, batch, args.memory_only, attrs.evolve(base, iterations=args.max_iter),
+                           args.device))
+        return
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device {args.device}"
+    )
+    print(f"glyphs_meta_small, {args.tasks} meta-test tasks (5-way 1-shot), inner loss = support CE + "
+          f"{base.reg} ‖x‖², from x = 0")
+
+    rows: list[tuple[str, float, float, str, InnerSettings]] = []
+
+    def measure(label: str, method: str, inner: InnerSettings) -> tuple[float, float]:
+        seconds, x = _timed(lambda: _run(model, batch, method, inner), args.repeats, args.device)
+        loss = float(support_loss(model, batch, x, base).mean())
+        rows.append((label, loss, seconds, method, inner))
+        return seconds, loss
+
+    # (a) the paper's Table 7: the target is Adam-N's support loss; JIIO iterations to reach it
+    adam_time, target = measure(f"Adam, {args.adam_steps} steps", "adam", base)
+    full = jiio_inner(model, batch, attrs.evolve(base, iterations=args.max_iter))
+    best_so_far = torch.cummin(full.trace.cost, dim=0).values.mean(dim=1)
+    hits = (best_so_far <= target).nonzero()
+    k = int(hits[0]) + 1 if hits.numel() else args.max_iter
+    while True:
+        inner = attrs.evolve(base, iterations=k)
+        reached = float(support_loss(model, batch, _run(model, batch, "jiio", inner), base).mean())
+        if reached <= target or k >= args.max_iter:
+            break
+        k = min(k + args.step_up, args.max_iter)
+    jiio_time, reached = measure(f"JIIO, {k} iterations", "jiio", inner)
+    ratio_a = adam_time / jiio_time if reached <= target else None
+
+    # (b) JIIO's working point: the target is JIIO-k0's support loss (k0: the config's
+    # iterations, as in training); Adam steps to reach it, from Adam-N's trace
+    k0 = model.config.solver.jiio_iterations
+    jiio0_time, target_b = measure(f"JIIO, {k0} iterations", "jiio", attrs.evolve(base, iterations=k0))
+    with torch.no_grad():
+        trace = adam_inner(model, batch, base).trace
+    hits = (torch.cummin(trace, dim=0).values.mean(dim=1) <= target_b).nonzero()
+    steps = int(hits[0]) + 1 if hits.numel() else args.adam_steps
+    while True:
+        adam_b = attrs.evolve(base, adam_steps=steps)
+        with torch.no_grad():
+            got = float(support_loss(model, batch, _run(model, batch, "adam", adam_b), base).mean())
+        if got <= target_b or steps >= args.adam_steps:
+            break
+        steps += 1
+    adam_b_time, got = measure(f"Adam, {steps} steps", "adam", adam_b)
+    ratio_b = adam_b_time / jiio0_time if got <= target_b else None
+
+    print(f"{'inner loop':<22} {'support loss':>12} {'seconds':>9}  peak memory")
+    for label, loss, seconds, method, settings in rows:
+        mem = "—" if args.no_memory else _memory_in_child(args, method, settings)
+        print(f"{label:<22} {loss:>12.4f} {seconds:>9.3f}  {mem}")
+    print(f"(Adam steps: a DEQ solve of {base.deq_iterations} iterations and an implicit backward each; "
+          f"JIIO after {args.max_iter} iterations: {float(support_loss(model, batch, full.x, base).mean()):.4f})")
+    if ratio_a is None:
+        print(f"(a) JIIO does NOT reach Adam-{args.adam_steps}'s support loss {target:.4f} within "
+              f"{args.max_iter} iterations: no ratio")
+    else:
+        print(f"(a) equal loss = Adam-{args.adam_steps}'s {target:.4f}: JIIO needs {k} iterations; "
+              f"Adam/JIIO time ratio {ratio_a:.2f}x")
+    if ratio_b is None:
+        print(f"(b) Adam does not reach JIIO-{k0}'s support loss {target_b:.4f} in {args.adam_steps} steps")
+    else:
+        print(f"(b) equal loss = JIIO-{k0}'s {target_b:.4f}: Adam needs {steps} steps; "
+              f"Adam/JIIO time ratio {ratio_b:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
