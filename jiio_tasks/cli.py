@@ -1,4 +1,5 @@
-"""The ``jiio`` command: ``jiio train|eval|sample|bench <family> [options]``.
+"""The ``jiio`` command: ``jiio train|eval|sample|bench <family> [options]`` and
+``jiio config list|show``.
 
 Each task family registers its own subcommands through a ``register(commands)`` function in
 its ``cli`` module (listed in ``_FAMILIES``); this module only builds the top-level parser.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,13 +35,28 @@ class Commands:
     bench: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+def _config_list(args: argparse.Namespace) -> int:
+    from jiio_zoo.configs import CONFIGS
+
+    for name, c in CONFIGS.items():
+        print(f"{name:20s} {c.task:12s} {c.scale}")
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from jiio_zoo.configs import get_config
+
+    print(json.dumps(get_config(args.name).to_dict(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jiio",
         description="Joint inference and input optimisation for deep equilibrium models: train, "
         "evaluate, sample and benchmark the paper's task families.",
     )
-    verbs = parser.add_subparsers(dest="verb", metavar="{train,eval,sample,bench}", required=True)
+    verbs = parser.add_subparsers(dest="verb", metavar="{train,eval,sample,bench,config}", required=True)
     subs = {}
     for verb, text in (
         ("train", "train a model of a task family"),
@@ -49,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = verbs.add_parser(verb, help=text, description=text)
         subs[verb] = p.add_subparsers(dest="family", metavar="FAMILY", required=True)
+    cfg = verbs.add_parser(
+        "config", help="list the zoo configs or print one as JSON",
+        description="Every --config option takes a zoo name or a path to a .json file: either a whole "
+        "config (as printed by 'jiio config show NAME') or {\"base\": NAME, ...overrides}, e.g. "
+        '{"base": "faces_gen_small", "name": "faces_wide", "model": {"channels": [16, 32]}}. '
+        "Unknown keys are errors.",
+    )
+    cfg_sub = cfg.add_subparsers(dest="family", metavar="{list,show}", required=True)
+    cfg_sub.add_parser("list", help="every zoo config: name, task, scale").set_defaults(handler=_config_list)
+    show = cfg_sub.add_parser("show", help="print a config (zoo name or .json path) as JSON")
+    show.add_argument("name", help="zoo config name or path to a .json config file")
+    show.set_defaults(handler=_config_show)
     commands = Commands(train=subs["train"], eval=subs["eval"], sample=subs["sample"], bench=subs["bench"])
     for name in _FAMILIES:
         try:
