@@ -129,19 +129,13 @@ class _Anderson(Accelerator[AndersonState]):
         state.df_sq = _write(state.df_sq, slot, (dfi * dfi).sum(1), graph)
         state.count += 1
         n = min(state.count, m)
-        # one new row and column of the Gram matrix and the right-hand side, O(B·m·N): the
-        # history buffers are the large operands (memory-bound), so each is read once per
-        # product — the new column and the right-hand side share one pass over the buffer
-        # (slots not filled yet hold zeros, so full-buffer products sliced to n are exact)
-        probes = torch.stack((dfi, f), dim=2)  # (B, N, 2)
+        # one new row and column of the Gram matrix: O(B·m·N)
         if self.type_one:
-            row = torch.bmm(state.df, dxi.unsqueeze(2)).squeeze(2)  # <Δv_new, Δf_j>
-            both = torch.bmm(state.dx, probes)  # <Δv_i, Δf_new>, <Δv_i, f>
+            row = torch.einsum("bn,bmn->bm", dxi, state.df)  # <Δv_new, Δf_j>
+            col = torch.einsum("bmn,bn->bm", state.dx, dfi)  # <Δv_i, Δf_new>
         else:
-            both = torch.bmm(state.df, probes)  # <Δf_i, Δf_new>, <Δf_i, f>
-            row = both[:, :, 0]
-        col = both[:, :, 0]
-        rhs_all = both[:, :, 1]
+            row = torch.einsum("bn,bmn->bm", dfi, state.df)
+            col = row
         gram = state.gram
         if graph:
             onehot = torch.zeros(m, device=v.device, dtype=v.dtype)
@@ -157,10 +151,11 @@ class _Anderson(Accelerator[AndersonState]):
         state.prev_v, state.prev_f = v, f
 
         a = gram[:, :n, :n]
-        rhs = rhs_all[:, :n]
         if self.type_one:
+            rhs = torch.einsum("bmn,bn->bm", state.dx[:, :n], f)
             scale = torch.sqrt(state.dx_sq[:, :n].mean(1) * state.df_sq[:, :n].mean(1))
         else:
+            rhs = torch.einsum("bmn,bn->bm", state.df[:, :n], f)
             scale = state.df_sq[:, :n].mean(1)
         tiny = torch.finfo(v.dtype).tiny
         lam = (self.ridge * scale + tiny).view(-1, 1, 1)
@@ -169,9 +164,7 @@ class _Anderson(Accelerator[AndersonState]):
         gamma = gamma.squeeze(-1)
         ok = (info == 0) & torch.isfinite(gamma).all(1)
         gamma = torch.where(ok.unsqueeze(1), gamma, torch.zeros_like(gamma))
-        # γᵀ(ΔV + β ΔF) as two products, without a (B, m, N) temporary
-        g = gamma.unsqueeze(1)
-        correction = torch.baddbmm(torch.bmm(g, state.dx[:, :n]), g * self.beta, state.df[:, :n]).squeeze(1)
+        correction = torch.einsum("bm,bmn->bn", gamma, state.dx[:, :n] + self.beta * state.df[:, :n])
         proposal = plain - correction
         good = ok & torch.isfinite(proposal).all(1)
         return torch.where(good.unsqueeze(1), proposal, plain), state
