@@ -1,7 +1,10 @@
-"""``jiio train|eval|sample generative`` and ``jiio train|eval inverse``.
+"""``jiio train|eval|sample generative``, ``jiio train|eval inverse``, the baselines
+(``jiio train|eval vae``, ``jiio train mdeq-vae``), the Fréchet feature net
+(``jiio train features``) and the Table-1 comparison (``jiio eval table1``).
 
 The embedded faces are the default data (no download); ``--data-root`` selects CelebA-64 from a
-local root (use a CelebA config). Metrics are on [0, 1] images.
+local root (use a CelebA config). Metrics are on [0, 1] images; Fréchet distances record their
+feature space (Inception-v3 pool3 with ``--inception PATH``, else the shipped rotation net).
 """
 
 from __future__ import annotations
@@ -91,14 +94,66 @@ def register(commands: Any) -> None:
     _common(p)
     p.set_defaults(handler=_eval_inverse)
 
-    p = commands.sample.add_parser("generative", help="fit a Gaussian mixture on inferred latents and sample")
+    p = commands.sample.add_parser(
+        "generative", help="fit a post-hoc density (GMM or VAE) on inferred latents, sample, Fréchet distance")
     p.add_argument("--weights", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--components", type=int, default=5)
+    p.add_argument("--density", choices=("gmm", "vae"), default="gmm",
+                   help="post-hoc density on the JIIO latents: Gaussian mixture (default) or a small MLP VAE")
+    p.add_argument("--components", type=int, default=5, help="GMM components")
     p.add_argument("--count", type=int, default=16, help="samples in the grid")
+    p.add_argument("--frechet-samples", type=int, default=200,
+                   help="samples for the Fréchet distance to the training images (0: skip it)")
     p.add_argument("--iterations", type=int, default=100)
+    _feature_args(p)
     _common(p)
     p.set_defaults(handler=_sample_generative)
+
+    p = commands.train.add_parser(
+        "mdeq-vae", help="train the MDEQ-VAE baseline (conv encoder + the zoo MDEQ decoder, ELBO)")
+    p.add_argument("--config", default="faces_gen_small", help="zoo decoder config (fresh weights)")
+    p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
+    p.add_argument("--steps", type=int, required=True, help="total training steps")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this much wall time")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--jac-reg", type=float, default=None, help="λ of the Jacobian penalty (default: config)")
+    p.add_argument("--encoder-width", type=int, default=16)
+    _common(p)
+    p.set_defaults(handler=_train_mdeq_vae)
+
+    p = commands.train.add_parser(
+        "features", help="train the rotation-prediction feature net used for Fréchet distances")
+    p.add_argument("--out", required=True, help="weights file to write (shipped: jiio_tasks/data/embedded/faces_rotnet.pt)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    _common(p)
+    p.set_defaults(handler=_train_features)
+
+    p = commands.eval.add_parser(
+        "table1", help="Table-1-shaped comparison: JIIO decoder, ConvVAE, MDEQ-VAE (+ test-time JIIO)")
+    p.add_argument("--weights", default=None, help="JIIO-trained decoder checkpoint (default: shipped faces_gen_small)")
+    p.add_argument("--vae-run", default=None, help="run directory of `jiio train vae` (ConvVAE row)")
+    p.add_argument("--vae-match", choices=("decoder", "total"), default="decoder",
+                   help="the --match the ConvVAE was trained with")
+    p.add_argument("--mdeq-vae-run", default=None, help="run directory of `jiio train mdeq-vae` (MDEQ-VAE rows)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time")
+    p.add_argument("--samples", type=int, default=200, help="generated images per Fréchet distance")
+    p.add_argument("--components", type=int, default=5, help="GMM components")
+    p.add_argument("--count", type=int, default=20, help="held-out images")
+    _feature_args(p)
+    _common(p)
+    p.set_defaults(handler=_eval_table1)
+
+
+def _feature_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inception", default=None, metavar="PATH",
+                   help="torchvision Inception-v3 state dict: Fréchet distances become FID (pool3, 2048-d)")
+    p.add_argument("--rotnet", default=None, metavar="PATH",
+                   help="rotation-net weights for the default feature space (default: the shipped faces_rotnet.pt)")
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -199,18 +254,109 @@ def _eval_inverse(args: argparse.Namespace) -> int:
 
 
 def _sample_generative(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.data import image_source
     from jiio_tasks.generative.evaluate import sample_generative
+    from jiio_tasks.generative.features import feature_space
 
     _setup(args)
     model, source = _model_and_source(args.weights, "train", args, weights=True)
-    from jiio_tasks.generative.data import image_source
-
     train_images = image_source("train", size=source.size, channels=source.channels,
                                 data_root=args.data_root, augment=False)
+    features = feature_space(args.inception, args.rotnet) if args.frechet_samples > 0 else None
     result = sample_generative(model, train_images.first(len(train_images)), Path(args.out),
                                components=args.components, count=args.count,
-                               iterations=args.iterations, seed=args.seed)
+                               iterations=args.iterations, seed=args.seed, density=args.density,
+                               features=features, frechet_samples=max(args.frechet_samples, 2))
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _train_mdeq_vae(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.mdeq_vae import MDEQVAE, train_mdeq_vae
+    from jiio_tasks.runs import RunDir
+
+    _setup(args)
+    decoder, source = _model_and_source(args.config, "train", args, weights=False)
+    vae = MDEQVAE(decoder, encoder_width=args.encoder_width)
+    run = RunDir(args.run_dir)
+    if not run.state_path.exists():
+        run.update(config={"baseline": "MDEQ-VAE", "decoder_config": args.config,
+                           "encoder_width": args.encoder_width, "beta": args.beta, "learning_rate": args.lr,
+                           "batch_size": args.batch_size, "data": source.name,
+                           "parameters": sum(p.numel() for p in vae.parameters()),
+                           "decoder_parameters": sum(p.numel() for p in decoder.parameters())})
+    final = train_mdeq_vae(vae, source, run, steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=args.lr, beta=args.beta, jac_reg=args.jac_reg,
+                           seconds=args.seconds, progress=not args.no_progress)
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+def _train_features(args: argparse.Namespace) -> int:
+    import sys
+
+    from jiio_tasks.generative.data import image_source
+    from jiio_tasks.generative.features import RotationNet, train_rotation_net
+
+    _setup(args)
+    train = image_source("train", size=RotationNet.size, channels=1)
+    test = image_source("test", size=RotationNet.size, channels=1)
+    command = "jiio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("jiio") else ""
+    result = train_rotation_net(train, test.first(len(test)), args.out, steps=args.steps,
+                                batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                                command=command)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _load_mdeq_vae(run_dir: str) -> Any:
+    from jiio_tasks.generative.mdeq_vae import MDEQVAE
+    from jiio_tasks.runs import RunDir
+    from jiio_zoo import load
+
+    run = RunDir(run_dir)
+    if not run.state_path.exists():
+        raise FileNotFoundError(f"--mdeq-vae-run: {run.state_path} does not exist (train with `jiio train mdeq-vae`)")
+    config = run.read_metrics().get("config", {})
+    vae = MDEQVAE(load(config.get("decoder_config", "faces_gen_small"), pretrained=False),
+                  encoder_width=int(config.get("encoder_width", 16)))
+    run.resume({"mdeq_vae": vae})
+    return vae
+
+
+def _eval_table1(args: argparse.Namespace) -> int:
+    from jiio_tasks.generative.data import image_source
+    from jiio_tasks.generative.features import feature_space
+    from jiio_tasks.generative.problem import image_shape
+    from jiio_tasks.generative.table import generative_table
+    from jiio_tasks.runs import RunDir
+    from jiio_zoo import load
+    from jiio_zoo.checkpoint import load_model
+
+    _setup(args)
+    if args.weights is None:
+        model = load("faces_gen_small")
+    else:
+        if not Path(args.weights).is_file():
+            raise FileNotFoundError(f"--weights {args.weights} does not exist")
+        model = load_model(args.weights)
+    c, h, _ = image_shape(model)
+    test = image_source("test", size=h, channels=c, data_root=args.data_root).first(args.count)
+    train_src = image_source("train", size=h, channels=c, data_root=args.data_root, augment=False)
+    train = train_src.first(len(train_src))
+    conv = None
+    if args.vae_run is not None:
+        args.config, args.match = model.config.name, args.vae_match
+        conv, _, _, _ = _vae_for(args)
+        run = RunDir(args.vae_run)
+        if not run.state_path.exists():
+            raise FileNotFoundError(f"--vae-run: {run.state_path} does not exist (train with `jiio train vae`)")
+        run.resume({"vae": conv})
+    mdeq = _load_mdeq_vae(args.mdeq_vae_run) if args.mdeq_vae_run is not None else None
+    result = generative_table(test, train, feature_space(args.inception, args.rotnet), Path(args.out),
+                              jiio=model, conv_vae=conv, mdeq_vae=mdeq, iterations=args.iterations,
+                              samples=args.samples, components=args.components, seed=args.seed)
+    print(result["table"])
     return 0
 
 

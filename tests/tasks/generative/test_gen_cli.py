@@ -17,7 +17,10 @@ def test_subcommands_are_registered() -> None:
         ["train", "inverse", "--run-dir", "r", "--steps", "1", "--task", "inpaint"],
         ["eval", "generative", "--weights", "w", "--out", "o"],
         ["eval", "inverse", "--weights", "w", "--out", "o"],
-        ["sample", "generative", "--weights", "w", "--out", "o"],
+        ["sample", "generative", "--weights", "w", "--out", "o", "--density", "vae", "--inception", "i.pt"],
+        ["train", "mdeq-vae", "--run-dir", "r", "--steps", "1", "--seconds", "5"],
+        ["train", "features", "--out", "f.pt", "--steps", "3"],
+        ["eval", "table1", "--out", "o", "--vae-run", "v", "--mdeq-vae-run", "m", "--rotnet", "f.pt"],
     ):
         args = parser.parse_args(argv)
         assert callable(args.handler)
@@ -43,3 +46,10 @@ def test_train_generative_one_step_then_eval_errors(tmp_path: Path, capsys: pyte
     # the embedded faces are grey: an RGB config without --data-root is refused clearly
     assert main(["train", "generative", "--config", "celeba_gen", "--run-dir", str(tmp_path / "r3"), "--steps", "1"]) == 2
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_table1_and_sampling_name_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "table1", "--out", str(tmp_path / "o"), "--mdeq-vae-run", str(tmp_path / "mv")]) == 2
+    assert "mdeq-vae-run" in capsys.readouterr().err
+    assert main(["eval", "table1", "--out", str(tmp_path / "o"), "--inception", str(tmp_path / "inc.pt")]) == 2
+    assert "inc.pt" in capsys.readouterr().err

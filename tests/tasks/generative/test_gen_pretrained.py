@@ -1,5 +1,6 @@
 """The shipped ``faces_gen_small`` weights reach the held-out reconstruction stated in
-docs/zoo.md (JIIO, 40 iterations, the 20 embedded test faces, PSNR on [0, 1])."""
+docs/zoo.md and docs/generative.md (JIIO, 40 iterations, the 20 embedded test faces, PSNR on
+[0, 1])."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from jiio_tasks.generative.data import from_model, to_model
 from jiio_tasks.generative.evaluate import _activation, infer
 from jiio_tasks.generative.operators import psnr
 
-STATED_PSNR_40 = 17.9  # docs/zoo.md
+# measured 19.08 dB (MSE 0.01334) with 40 JIIO iterations for the shipped weights (150 JIIO
+# training steps, 44.4 min of steps); 19.52 dB with 100 iterations. The size-matched ConvVAE
+# (decoder 621,097 vs 609,817 parameters) reached 18.08 dB after 14 min of training.
+STATED_PSNR_40 = 19.08
+VAE_PSNR = 18.08
 
 
 def test_shipped_generator_reaches_its_stated_psnr() -> None:
@@ -22,6 +27,7 @@ def test_shipped_generator_reaches_its_stated_psnr() -> None:
     _, recon, _ = infer(model, to_model(images, act), iterations=40)
     score = float(psnr(from_model(recon, act).clamp(0, 1), images).mean())
     assert score >= STATED_PSNR_40 - 0.3, score
+    assert score > VAE_PSNR + 0.5, score
     # and it is far from trivial: better than predicting the mean training face
     train = EmbeddedFaces("train", size=32, augment=False)
     mean_face = torch.stack([train[i][0] for i in range(len(train))]).mean(0, keepdim=True)

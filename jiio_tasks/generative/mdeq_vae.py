@@ -1,0 +1,155 @@
+"""Baseline: the MDEQ-VAE of Table 1 (an encoder + the zoo's MDEQ decoder, trained on the ELBO).
+
+The decoder is exactly a zoo decoder (``layer`` with latent injection + image ``head``): a
+latent ``x`` is decoded as ``h(z*(x))`` with ``z*`` from a forward DEQ solve (Anderson, the
+config's memory and forward threshold) and the implicit backward pass of
+:class:`jiio_core.DEQSolver`. The encoder is a small stride-2 conv stack to ``(μ, log σ²)``
+(a plain CNN, not the paper's MDEQ encoder: it only has to amortise the posterior). The loss is
+the negative ELBO written per pixel like :class:`~jiio_tasks.generative.vae.ConvVAE`'s,
+``MSE + β · KL / D``, plus ``λ ·`` the Hutchinson Jacobian penalty at the equilibrium (λ = the
+config's ``jac_reg``, as for the JIIO-trained decoder).
+
+"Test-time JIIO on its decoder" (Table 1, MDEQ-VAE w/ JIIO): the latent starts at the encoder
+mean and is refined by JIIO on the reconstruction loss
+(:func:`jiio_tasks.generative.evaluate.infer` with ``x0 = μ``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from jiio_core import AndersonI, DEQSolver, hutchinson_jacobian_norm
+from jiio_tasks.generative.data import ImageSource
+from jiio_tasks.generative.problem import image_shape
+from jiio_tasks.generative.vae import gaussian_kl
+from jiio_tasks.runs import RunDir
+from jiio_zoo.configs import MDEQConfig
+from jiio_zoo.model import ZooModel
+
+__all__ = ["MDEQVAE", "ConvEncoder", "train_mdeq_vae"]
+
+
+class ConvEncoder(nn.Module):
+    """``(C, H, W)`` → three 4×4 stride-2 convs (``w, 2w, 4w`` channels, ReLU) → linear to
+    ``(μ, log σ²)``; ``log σ²`` clamped to [−12, 6]."""
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int, width: int) -> None:
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"ConvEncoder width must be >= 1, got {width!r}")
+        s = image_size
+        for _ in range(3):
+            s = (s + 2 - 4) // 2 + 1
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * width * s * s, 2 * latent_dim),
+        )
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.net(images).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 6)
+
+
+class MDEQVAE(nn.Module):
+    """``encoder`` (:class:`ConvEncoder`) + ``decoder`` (a zoo latent-to-image MDEQ)."""
+
+    def __init__(self, decoder: ZooModel, encoder_width: int = 16) -> None:
+        super().__init__()
+        c, h, _ = image_shape(decoder)
+        m = decoder.config.model
+        if not isinstance(m, MDEQConfig) or m.output_activation == "tanh":
+            raise ValueError(
+                f"MDEQVAE needs a [0, 1] (sigmoid/none) image decoder, got {decoder.name!r}"
+            )
+        self.decoder = decoder
+        self.encoder = ConvEncoder(h, c, m.latent_dim, encoder_width)
+        self.encoder_width = encoder_width
+        s = decoder.config.solver
+        self.deq = DEQSolver(
+            accelerator=AndersonI(memory=s.anderson_memory),
+            max_iter=s.forward_threshold,
+            tol=1e-4,
+            backward_max_iter=s.backward_threshold,
+        )
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        out: tuple[Tensor, Tensor] = self.encoder(images)
+        return out
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """``h(z*(latent))`` (differentiable through the implicit backward pass)."""
+        return self.decoder.decode(self.deq.solve(self.decoder.layer, latent).z)
+
+    def loss(self, images: Tensor, beta: float = 1.0, jac_reg: float = 0.0) -> dict[str, Tensor]:
+        """Batch means ``loss = mse + β kl / D + λ jacobian`` and its parts."""
+        mu, logvar = self.encode(images)
+        latent = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        sol = self.deq.solve(self.decoder.layer, latent)
+        recon = self.decoder.decode(sol.z)
+        err = F.mse_loss(recon, images, reduction="none").flatten(1).mean(1)
+        kl = gaussian_kl(mu, logvar)
+        d = images[0].numel()
+        loss = (err + beta * kl / d).mean()
+        jac = torch.zeros((), dtype=images.dtype)
+        if jac_reg > 0:
+            z = tuple(t.detach() for t in sol.z) if isinstance(sol.z, tuple) else sol.z.detach()
+            jac = hutchinson_jacobian_norm(self.decoder.layer, z, latent.detach(), probes=1).mean()
+            loss = loss + jac_reg * jac
+        return {"loss": loss, "mse": err.mean(), "kl": kl.mean(), "jacobian": jac,
+                "forward_residual": sol.residual.median()}
+
+
+def train_mdeq_vae(
+    vae: MDEQVAE,
+    source: ImageSource,
+    run: RunDir,
+    *,
+    steps: int,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    beta: float = 1.0,
+    jac_reg: float | None = None,
+    seconds: float | None = None,
+    save_every: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Adam on the negative ELBO (+ Jacobian penalty, default λ = the decoder config's
+    ``jac_reg``); stops after ``steps`` in total or ``seconds`` of wall time in this call.
+    Resumable; ``metrics.json`` like the other trainers."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    lam = vae.decoder.config.train.jac_reg if jac_reg is None else jac_reg
+    opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
+    start, _ = run.resume({"mdeq_vae": vae}, {"adam": opt})
+    t0 = time.perf_counter()
+    step = start
+    vae.train()
+    for step in tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train mdeq-vae"):
+        ts = time.perf_counter()
+        parts = vae.loss(source.batch(batch_size), beta, lam)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        opt.step()
+        run.log(step + 1, **{k: float(v.detach()) for k, v in parts.items()}, seconds=time.perf_counter() - ts)
+        if (step + 1) % save_every == 0:
+            run.save_state(step + 1, {"mdeq_vae": vae}, {"adam": opt})
+        if seconds is not None and time.perf_counter() - t0 > seconds:
+            step += 1
+            break
+    else:
+        step = steps
+    run.save_state(step, {"mdeq_vae": vae}, {"adam": opt})
+    final = {"steps": step, "seconds_this_call": time.perf_counter() - t0, "jac_reg": lam,
+             "parameters": sum(p.numel() for p in vae.parameters()),
+             "decoder_parameters": sum(p.numel() for p in vae.decoder.parameters())}
+    run.update(final=final)
+    return final
