@@ -69,47 +69,77 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONFIG_HELP = "zoo config name or path to a .json config file (see `jiio config --help`; default: %(default)s)"
+
+
 def register(commands: Any) -> None:
     p = commands.train.add_parser("adversarial", help="adversarial training (clean / PGD / JIIO)")
-    p.add_argument("--config", default="digits_adv_small")
-    p.add_argument("--method", choices=("clean", "pgd", "jiio"), default="jiio")
+    p.add_argument("--config", default="digits_adv_small", help=_CONFIG_HELP)
+    p.add_argument("--method", choices=("clean", "pgd", "jiio"), default="jiio",
+                   help="adversary that builds each batch's training examples: none (clean), PGD "
+                   "(--pgd-steps) or the JIIO attack (--jiio-iterations) (default: %(default)s)")
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="run directory (resumed if it holds a state)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eps", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--pgd-steps", type=int, default=10)
-    p.add_argument("--jiio-iterations", type=int, default=None)
-    p.add_argument("--jiio-gradient", choices=("examples", "shortcut"), default="examples")
-    p.add_argument("--eval-size", type=int, default=200)
-    p.add_argument("--data", choices=("embedded", "mnist", "cifar10"), default="embedded")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--steps", type=int, default=300,
+                   help="total training steps (batches), counted across resumes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="L∞ radius of the attacks on [0, 1] pixels (default: the config's solver epsilon)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="global batch size, split over ranks under torchrun (default: the config's value)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's value)")
+    p.add_argument("--pgd-steps", type=int, default=10,
+                   help="PGD iterations per batch with --method pgd (default: %(default)s)")
+    p.add_argument("--jiio-iterations", type=int, default=None,
+                   help="JIIO attack iterations per batch with --method jiio (default: the config's value)")
+    p.add_argument("--jiio-gradient", choices=("examples", "shortcut"), default="examples",
+                   help="JIIO training gradient: examples = backprop through a DEQ pass at the returned "
+                   "examples (exact for them); shortcut = the paper's adjoint shortcut (eq. 19) "
+                   "(default: %(default)s)")
+    p.add_argument("--eval-size", type=int, default=200,
+                   help="test images for the final clean/PGD/JIIO accuracies (default: %(default)s)")
+    p.add_argument("--data", choices=("embedded", "mnist", "cifar10"), default="embedded",
+                   help="dataset: the embedded digits (no download) or MNIST / CIFAR-10 from --data-root "
+                   "(default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="local dataset root, required by --data mnist/cifar10 (default: none)")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (resumably) after this much training time")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (per process)")
+                   help="stop (resumably) after this many minutes of training time (default: no limit)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (per process) (default: torch's own choice)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cpu (gloo under torchrun) or cuda (cuda:LOCAL_RANK, nccl under torchrun)")
-    p.add_argument("--init", default=None, help="start from this jiio_zoo checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+                   help="cpu (gloo under torchrun) or cuda (cuda:LOCAL_RANK, nccl under torchrun) "
+                   "(default: %(default)s)")
+    p.add_argument("--init", default=None,
+                   help="start a new run from this jiio_zoo checkpoint's weights (ignored when resuming; "
+                   "default: a fresh initialisation)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_train)
 
     e = commands.eval.add_parser("adversarial", help="robust-accuracy grid (Table 5) of trained runs")
     e.add_argument("runs", nargs="+", help="run directories written by `jiio train adversarial`")
-    e.add_argument("--out", required=True)
-    e.add_argument("--size", type=int, default=500)
-    e.add_argument("--pgd-steps", type=int, default=20)
-    e.add_argument("--jiio-iterations", type=int, default=40)
-    e.add_argument("--eps", type=float, default=None)
+    e.add_argument("--out", required=True, help="directory for robust.json and robust.md")
+    e.add_argument("--size", type=int, default=500,
+                   help="test images (a fixed random subset, the same for every run) (default: %(default)s)")
+    e.add_argument("--pgd-steps", type=int, default=20, help="iterations of the PGD attack (default: %(default)s)")
+    e.add_argument("--jiio-iterations", type=int, default=40,
+                   help="iterations of the JIIO attack (default: %(default)s)")
+    e.add_argument("--eps", type=float, default=None,
+                   help="L∞ attack radius on [0, 1] pixels (default: each run's training eps)")
     e.set_defaults(handler=_eval)
 
     b = commands.bench.add_parser("adversarial", help="JIIO attack vs PGD-20: time and strength")
     b.add_argument("--run-dir", "--run", dest="run", default=None, help="a trained run directory (default: a fresh --config model)")
-    b.add_argument("--config", default="digits_adv_small")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--eps", type=float, default=None)
-    b.add_argument("--size", type=int, default=100)
-    b.add_argument("--pgd-steps", type=int, default=20)
-    b.add_argument("--jiio-iterations", type=int, nargs="+", default=[10, 20, 40, 80])
-    b.add_argument("--out", required=True)
+    b.add_argument("--config", default="digits_adv_small",
+                   help="zoo config name or path to a .json config file (see `jiio config --help`) of the "
+                   "freshly initialised model benchmarked without --run-dir (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0,
+                   help="seed of the fresh --config model's initialisation (default: %(default)s)")
+    b.add_argument("--eps", type=float, default=None,
+                   help="L∞ attack radius on [0, 1] pixels (default: the run's training eps, or the "
+                   "config's solver epsilon)")
+    b.add_argument("--size", type=int, default=100, help="test images in the attacked batch (default: %(default)s)")
+    b.add_argument("--pgd-steps", type=int, default=20, help="iterations of the PGD baseline (default: %(default)s)")
+    b.add_argument("--jiio-iterations", type=int, nargs="+", default=[10, 20, 40, 80],
+                   help="JIIO iteration budgets to time, one or more (default: %(default)s)")
+    b.add_argument("--out", required=True, help="directory for bench.json and attack_loss_vs_time.png")
     b.set_defaults(handler=_bench)

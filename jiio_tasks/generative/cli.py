@@ -16,24 +16,30 @@ from typing import Any
 
 __all__ = ["register"]
 
+_CONFIG_HELP = "zoo config name or path to a .json config file (see `jiio config --help`"
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=None, help="CelebA root (default: the embedded faces)")
+    p.add_argument("--data-root", default=None, help="CelebA root (default: the embedded faces; not accepted by train features)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: small convolutions are slower with more on shared cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: torch's global seed, and the seed of training, corruptions and sampling "
+                   "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _train_args(p: argparse.ArgumentParser, default_config: str) -> None:
-    p.add_argument("--config", default=default_config, help=f"zoo config name (default {default_config})")
+    p.add_argument("--config", default=default_config,
+                   help=_CONFIG_HELP + "); a fresh model is built from it (default: %(default)s)")
     p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
-    p.add_argument("--steps", type=int, required=True, help="total training steps")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--steps", type=int, required=True, help="total training steps, counted across resumes")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the config's value)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's value)")
     p.add_argument("--jac-reg", type=float, default=None, help="λ of the Jacobian penalty (default: config)")
     p.add_argument("--iterations", type=int, default=None, help="JIIO iterations per step (default: config)")
-    p.add_argument("--save-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=10,
+                   help="checkpoint the run every this many steps (and at the end) (default: %(default)s)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (same config)")
     _common(p)
 
@@ -47,39 +53,48 @@ def register(commands: Any) -> None:
 
     p = commands.train.add_parser("inverse", help="train a supervised JIIO inverse-problem model (eq. 24)")
     _train_args(p, "faces_gen_small")
-    p.add_argument("--task", choices=CORRUPTIONS, default="denoise0.2")
+    p.add_argument("--task", choices=CORRUPTIONS, default="denoise0.2",
+                   help="corruption to invert: Gaussian noise σ=0.2/0.4, inpainting or blur (default: %(default)s)")
     p.add_argument("--outer", choices=("kkt", "fixed-input"), default="kkt",
-                   help="kkt: exact implicit gradient; fixed-input: ignores dx*/dθ (cheaper)")
+                   help="outer gradient. kkt: exact implicit gradient; fixed-input: ignores dx*/dθ (cheaper) "
+                   "(default: %(default)s)")
     p.set_defaults(handler=_train_inverse)
 
     p = commands.train.add_parser("vae", help="train the baseline ConvVAE sized like a zoo decoder")
-    p.add_argument("--config", default="faces_gen_small", help="zoo decoder whose size and data to match")
+    p.add_argument("--config", default="faces_gen_small",
+                   help="zoo decoder whose size and data to match: " + _CONFIG_HELP + ") (default: %(default)s)")
     p.add_argument("--match", choices=("decoder", "total"), default="decoder",
                    help="match the VAE's decoder (default) or whole VAE to the zoo decoder's parameter count")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--seconds", type=float, default=None, help="stop after this much wall time")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
+    p.add_argument("--steps", type=int, required=True, help="total training steps")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after this many seconds of wall time (default: no limit)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--beta", type=float, default=1.0,
+                   help="weight of the KL term in the negative ELBO (default: %(default)s)")
     _common(p)
     p.set_defaults(handler=_train_vae)
 
     p = commands.eval.add_parser("vae", help="held-out reconstruction of a trained baseline VAE")
-    p.add_argument("--config", default="faces_gen_small")
-    p.add_argument("--match", choices=("decoder", "total"), default="decoder")
+    p.add_argument("--config", default="faces_gen_small",
+                   help="the --config the VAE was trained with: " + _CONFIG_HELP + ") (default: %(default)s)")
+    p.add_argument("--match", choices=("decoder", "total"), default="decoder",
+                   help="the --match the VAE was trained with (default: %(default)s)")
     p.add_argument("--run-dir", required=True, help="the VAE's run directory")
-    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--count", type=int, default=20, help="held-out images to reconstruct (default: %(default)s)")
     _common(p)
     p.set_defaults(handler=_eval_vae)
 
     p = commands.eval.add_parser("generative", help="held-out reconstruction and JIIO vs Adam inversion")
     p.add_argument("--weights", required=True, help="checkpoint (model.pt of a run)")
     p.add_argument("--out", required=True, help="directory for metrics.json and PNGs")
-    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time")
-    p.add_argument("--adam-steps", type=int, default=40)
-    p.add_argument("--adam-lr", type=float, default=0.05)
-    p.add_argument("--count", type=int, default=20, help="held-out images to use")
+    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time (default: %(default)s)")
+    p.add_argument("--adam-steps", type=int, default=40,
+                   help="steps of the Adam latent-inversion baseline, each a full DEQ solve (default: %(default)s)")
+    p.add_argument("--adam-lr", type=float, default=0.05,
+                   help="learning rate of the Adam baseline (default: %(default)s)")
+    p.add_argument("--count", type=int, default=20, help="held-out images to use (default: %(default)s)")
     _common(p)
     p.set_defaults(handler=_eval_generative)
 
@@ -87,63 +102,72 @@ def register(commands: Any) -> None:
     p.add_argument("--weights", required=True, help="generator checkpoint (unsupervised rows)")
     p.add_argument("--supervised", action="append", default=[], metavar="TASK=PATH",
                    help="a supervised checkpoint for TASK (repeatable)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--count", type=int, default=20)
-    p.add_argument("--tasks", nargs="+", choices=CORRUPTIONS, default=list(CORRUPTIONS))
+    p.add_argument("--out", required=True, help="directory for the metrics and PNGs")
+    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time (default: %(default)s)")
+    p.add_argument("--count", type=int, default=20, help="held-out images to use (default: %(default)s)")
+    p.add_argument("--tasks", nargs="+", choices=CORRUPTIONS, default=list(CORRUPTIONS),
+                   help="corruptions to evaluate, one or more (default: all)")
     _common(p)
     p.set_defaults(handler=_eval_inverse)
 
     p = commands.sample.add_parser(
         "generative", help="fit a post-hoc density (GMM or VAE) on inferred latents, sample, Fréchet distance")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--weights", required=True, help="JIIO-trained decoder checkpoint (model.pt of a run)")
+    p.add_argument("--out", required=True, help="directory for samples.png and the metrics")
     p.add_argument("--density", choices=("gmm", "vae"), default="gmm",
                    help="post-hoc density on the JIIO latents: Gaussian mixture (default) or a small MLP VAE")
-    p.add_argument("--components", type=int, default=5, help="GMM components")
-    p.add_argument("--count", type=int, default=16, help="samples in the grid")
+    p.add_argument("--components", type=int, default=5, help="GMM components (default: %(default)s)")
+    p.add_argument("--count", type=int, default=16, help="samples in the grid (default: %(default)s)")
     p.add_argument("--frechet-samples", type=int, default=200,
-                   help="samples for the Fréchet distance to the training images (0: skip it)")
-    p.add_argument("--iterations", type=int, default=100)
+                   help="samples for the Fréchet distance to the training images (0: skip it) "
+                   "(default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=100,
+                   help="JIIO iterations inferring the training latents (default: %(default)s)")
     _feature_args(p)
     _common(p)
     p.set_defaults(handler=_sample_generative)
 
     p = commands.train.add_parser(
         "mdeq-vae", help="train the MDEQ-VAE baseline (conv encoder + the zoo MDEQ decoder, ELBO)")
-    p.add_argument("--config", default="faces_gen_small", help="zoo decoder config (fresh weights)")
+    p.add_argument("--config", default="faces_gen_small",
+                   help="zoo decoder config (fresh weights): " + _CONFIG_HELP + ") (default: %(default)s)")
     p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
     p.add_argument("--steps", type=int, required=True, help="total training steps")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this much wall time")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop after this many seconds of wall time (default: no limit)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--beta", type=float, default=1.0,
+                   help="weight of the KL term in the negative ELBO (default: %(default)s)")
     p.add_argument("--jac-reg", type=float, default=None, help="λ of the Jacobian penalty (default: config)")
-    p.add_argument("--encoder-width", type=int, default=16)
+    p.add_argument("--encoder-width", type=int, default=16,
+                   help="base channel width of the conv encoder (default: %(default)s)")
     _common(p)
     p.set_defaults(handler=_train_mdeq_vae)
 
     p = commands.train.add_parser(
         "features", help="train the rotation-prediction feature net used for Fréchet distances")
     p.add_argument("--out", required=True, help="weights file to write (shipped: jiio_tasks/data/embedded/faces_rotnet.pt)")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=1500, help="training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3,
+                   help="initial Adam learning rate, cosine-decayed (default: %(default)s)")
     _common(p)
     p.set_defaults(handler=_train_features)
 
     p = commands.eval.add_parser(
         "table1", help="Table-1-shaped comparison: JIIO decoder, ConvVAE, MDEQ-VAE (+ test-time JIIO)")
     p.add_argument("--weights", default=None, help="JIIO-trained decoder checkpoint (default: shipped faces_gen_small)")
-    p.add_argument("--vae-run", default=None, help="run directory of `jiio train vae` (ConvVAE row)")
+    p.add_argument("--vae-run", default=None, help="run directory of `jiio train vae` (ConvVAE row; default: no such row)")
     p.add_argument("--vae-match", choices=("decoder", "total"), default="decoder",
-                   help="the --match the ConvVAE was trained with")
-    p.add_argument("--mdeq-vae-run", default=None, help="run directory of `jiio train mdeq-vae` (MDEQ-VAE rows)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time")
-    p.add_argument("--samples", type=int, default=200, help="generated images per Fréchet distance")
-    p.add_argument("--components", type=int, default=5, help="GMM components")
-    p.add_argument("--count", type=int, default=20, help="held-out images")
+                   help="the --match the ConvVAE was trained with (default: %(default)s)")
+    p.add_argument("--mdeq-vae-run", default=None, help="run directory of `jiio train mdeq-vae` (MDEQ-VAE rows; default: none)")
+    p.add_argument("--out", required=True, help="directory for the table, metrics and PNGs")
+    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=200,
+                   help="generated images per Fréchet distance (default: %(default)s)")
+    p.add_argument("--components", type=int, default=5, help="GMM components (default: %(default)s)")
+    p.add_argument("--count", type=int, default=20, help="held-out images (default: %(default)s)")
     _feature_args(p)
     _common(p)
     p.set_defaults(handler=_eval_table1)
@@ -151,7 +175,8 @@ def register(commands: Any) -> None:
 
 def _feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inception", default=None, metavar="PATH",
-                   help="torchvision Inception-v3 state dict: Fréchet distances become FID (pool3, 2048-d)")
+                   help="torchvision Inception-v3 state dict: Fréchet distances become FID (pool3, 2048-d) "
+                   "(default: none, use the rotation net)")
     p.add_argument("--rotnet", default=None, metavar="PATH",
                    help="rotation-net weights for the default feature space (default: the shipped faces_rotnet.pt)")
 
@@ -298,6 +323,12 @@ def _train_features(args: argparse.Namespace) -> int:
     from jiio_tasks.generative.data import image_source
     from jiio_tasks.generative.features import RotationNet, train_rotation_net
 
+    if getattr(args, "data_root", None) is not None:
+        raise ValueError(
+            f"--data-root {args.data_root!r}: 'jiio train features' trains the shipped feature net on "
+            "the embedded faces only; drop --data-root (for CelebA, pass Inception weights to "
+            "'jiio sample generative --inception PATH' instead)"
+        )
     _setup(args)
     train = image_source("train", size=RotationNet.size, channels=1)
     test = image_source("test", size=RotationNet.size, channels=1)

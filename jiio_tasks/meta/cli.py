@@ -54,35 +54,54 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="run directory (resumed if it holds a state)")
-    p.add_argument("--config", default="glyphs_meta_small")
-    p.add_argument("--method", choices=("jiio", "jiio-kkt", "adam", "maml"), default="jiio")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--meta-batch", type=int, default=8)
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--query-shots", type=int, default=2)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--config", default="glyphs_meta_small",
+                   help="zoo config name or path to a .json config file (see `jiio config --help`); "
+                   "its model must have --ways classes (default: %(default)s)")
+    p.add_argument("--method", choices=("jiio", "jiio-kkt", "adam", "maml"), default="jiio",
+                   help="jiio: JIIO inner loop, FixedInput outer gradient (drops dx*/dθ); jiio-kkt: joint "
+                   "support+query JIIO solve, ImplicitKKT gradient; adam: Adam inner loop on the same DEQ; "
+                   "maml: MAML on a small CNN (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (train: initialisation and the task stream; eval: the evaluation RNG) "
+                   "(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=200,
+                   help="total meta-training steps, counted across resumes (unused by eval) (default: %(default)s)")
+    p.add_argument("--meta-batch", type=int, default=8,
+                   help="tasks per meta-training step (unused by eval) (default: %(default)s)")
+    p.add_argument("--ways", type=int, default=5, help="classes per task (N-way) (default: %(default)s)")
+    p.add_argument("--shots", type=int, default=1,
+                   help="support images per class (K-shot) (default: %(default)s)")
+    p.add_argument("--query-shots", type=int, default=2,
+                   help="query images per class (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="outer Adam learning rate (unused by eval) (default: the config's value; 1e-3 for maml)")
     p.add_argument("--iterations", type=int, default=None, help="JIIO iterations (default: the config's)")
-    p.add_argument("--reg", type=float, default=0.01, help="weight of the ‖x‖² inner term")
+    p.add_argument("--reg", type=float, default=0.01,
+                   help="weight of the ‖x‖² inner term (default: %(default)s)")
     p.add_argument("--plain-x-step", action="store_true",
                    help="JIIO steps x by α_x·J_xᵀμ instead of along its normalised direction")
     p.add_argument("--deq-iterations", type=int, default=30,
-                   help="DEQ solve of the query images (and of each Adam step)")
+                   help="DEQ solver iterations of the query images' solve (and of each Adam step) "
+                   "(default: %(default)s)")
     p.add_argument("--backward-iterations", type=int, default=None,
                    help="implicit backward of the query solve (default: the config's)")
-    p.add_argument("--adam-steps", type=int, default=20)
-    p.add_argument("--adam-lr", type=float, default=0.1)
-    p.add_argument("--maml-steps", type=int, default=1)
-    p.add_argument("--eval-tasks", type=int, default=100)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--adam-steps", type=int, default=20,
+                   help="inner Adam steps on x with --method adam, each a full DEQ solve (default: %(default)s)")
+    p.add_argument("--adam-lr", type=float, default=0.1,
+                   help="inner Adam learning rate with --method adam (default: %(default)s)")
+    p.add_argument("--maml-steps", type=int, default=1,
+                   help="inner adaptation steps with --method maml (default: %(default)s)")
+    p.add_argument("--eval-tasks", type=int, default=100,
+                   help="fixed meta-test tasks for the accuracy (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
 def register(commands: Any) -> None:
     p = commands.train.add_parser("meta", help="few-shot meta-training (JIIO / Adam DEQ / MAML)")
     _common(p)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (resumably) after this many minutes of training time (default: no limit)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_train)
     e = commands.eval.add_parser("meta", help="meta-test accuracy of a trained run")
     _common(e)
