@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -90,12 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``(verb, family)`` pairs that run data-parallel under torchrun (docs/distributed.md).
+DISTRIBUTED = {("train", "adversarial")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.error(f"'{args.verb} {args.family}' has no handler")
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world not in ("", "1") and (args.verb, args.family) not in DISTRIBUTED:
+        # N independent copies would each write the same run directory
+        supported = ", ".join(f"'jiio {v} {f}'" for v, f in sorted(DISTRIBUTED))
+        print(f"jiio: error: 'jiio {args.verb} {args.family}' does not run under torchrun "
+              f"(WORLD_SIZE={world}); data-parallel runs: {supported}. Launch it as one process.",
+              file=sys.stderr)
+        return 2
     try:
         return handler(args)
     except (FileNotFoundError, ValueError) as err:
