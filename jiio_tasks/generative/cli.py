@@ -41,6 +41,9 @@ def _train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--save-every", type=int, default=10,
                    help="checkpoint the run every this many steps (and at the end) (default: %(default)s)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (same config)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to train; under torchrun each process uses cuda:LOCAL_RANK (nccl) or the CPU "
+                   "(gloo) (default: %(default)s)")
     _common(p)
 
 
@@ -232,8 +235,12 @@ def _train(args: argparse.Namespace, mode: str) -> int:
         save_every=args.save_every,
         seed=args.seed,
     )
-    final = train(model, source, RunDir(args.run_dir), settings, progress=not args.no_progress)
-    print(json.dumps(final, indent=2))
+    from jiio_tasks.distributed import launched
+
+    with launched(args.device) as env:
+        final = train(model, source, RunDir(args.run_dir), settings, progress=not args.no_progress, env=env)
+    if env.is_main:
+        print(json.dumps(final, indent=2))
     return 0
 
 

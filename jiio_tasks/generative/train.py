@@ -16,19 +16,21 @@ from typing import Any, Literal
 
 import attrs
 import torch
+from torch import Tensor, nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from jiio_core import Relation
+from jiio_core import JointProblem, Relation
+from jiio_tasks.distributed import DistEnv
 from jiio_tasks.generative.data import ImageSource, to_model
 from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.operators import CORRUPTIONS, corruption, mse
+from jiio_tasks.generative.operators import CORRUPTIONS, Measurement, corruption, mse
 from jiio_tasks.generative.problem import OUTER_CHOICES, jiio_problem, outer_gradient
 from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
 
-__all__ = ["TrainSettings", "train"]
+__all__ = ["GenerativeStep", "TrainSettings", "train"]
 
 Mode = Literal["generative", "supervised"]
 
@@ -80,6 +82,53 @@ def _activation(model: ZooModel) -> str:
     return m.output_activation if isinstance(m, MDEQConfig) else "none"
 
 
+class GenerativeStep(nn.Module):
+    """One training loss as a module (what :meth:`DistEnv.wrap` puts in DDP): the JIIO solve of
+    a batch and its outer loss plus ``λ ·`` the Jacobian penalty.
+
+    With ``global_batch`` (data-parallel runs) the loss is the sum over this shard divided by
+    the global batch size, to be summed over the ranks (``wrap(..., reduce="sum")``): every
+    sample's cotangent is then the same as in one process, which matters because the implicit
+    backward solves stop at an absolute tolerance. Without it the loss is the batch mean.
+    Returns the loss and, detached, the shard's sums of the outer loss, inner loss and penalty
+    and the per-sample KKT residuals (for logging).
+    """
+
+    def __init__(self, model: ZooModel, problem: JointProblem, objective: MeasurementObjective, lam: float,
+                 global_batch: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        # both share the model's parameters: plain attributes, not submodules
+        object.__setattr__(self, "problem", problem)
+        object.__setattr__(self, "objective", objective)
+        self.lam = float(lam)
+        self.global_batch = global_batch
+
+    def forward(
+        self, clean: Tensor, observed: Tensor | None = None, operator: Measurement | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        problem: JointProblem = self.problem  # type: ignore[assignment]
+        if observed is not None:
+            if operator is None:
+                raise ValueError("GenerativeStep: an observed batch needs its measurement operator")
+            objective: MeasurementObjective = self.objective  # type: ignore[assignment]
+            objective.operator = operator
+            sol = problem.solve(observed)
+            outer = mse(self.model.decode(sol.z), clean)
+        else:
+            sol = problem.solve(clean)
+            outer = sol.loss
+        n = clean.shape[0]
+        jac = sol.jacobian_penalty
+        jac_sum = clean.new_zeros(()) if jac is None else (jac.sum() if jac.ndim else jac * n)
+        if self.global_batch is None:
+            loss = outer.mean() + (0.0 if jac is None else self.lam * jac_sum / n)
+        else:
+            loss = (outer.sum() + self.lam * jac_sum) / self.global_batch
+        return (loss, outer.detach().sum(), sol.loss.detach().sum(), jac_sum.detach(),
+                sol.kkt_residual.detach())
+
+
 def train(
     model: ZooModel,
     source: ImageSource,
@@ -87,13 +136,24 @@ def train(
     settings: TrainSettings,
     *,
     progress: bool = True,
+    env: DistEnv | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place for ``settings.steps`` steps in total (resuming from ``run``
-    if it holds a state); returns the final metrics entry written to ``metrics.json``."""
+    if it holds a state); returns the final metrics entry written to ``metrics.json``.
+
+    ``env`` (default: one process on the CPU) is this process's place in a data-parallel job
+    (``torchrun``; docs/distributed.md): every rank draws the same global batch and solves
+    its contiguous shard; DDP sums the gradients of the per-shard losses (each divided by the
+    global batch size); only rank 0 writes the run directory, whose checkpoints do not depend
+    on the world size. Randomness inside a sample's computation (corruptions, the penalty's
+    random iterate and probes) comes from a per-rank stream when there are 2+ processes."""
+    env = DistEnv() if env is None else env
     cfg = model.config
     lr = cfg.train.learning_rate if settings.learning_rate is None else settings.learning_rate
     lam = cfg.train.jac_reg if settings.jac_reg is None else settings.jac_reg
     batch = cfg.train.batch_size if settings.batch_size is None else settings.batch_size
+    env.shard_bounds(batch, name="batch_size")
+    model.to(env.device)
     act = _activation(model)
     scale = 2.0 if act == "tanh" else 1.0
     supervised = settings.mode == "supervised"
@@ -110,56 +170,66 @@ def train(
     start, _ = run.resume({"model": model}, {"adam": opt})
     if start == 0:
         torch.manual_seed(settings.seed)
-        run.update(
-            config={
-                "model": cfg.name,
-                "settings": attrs.asdict(settings),
-                "learning_rate": lr,
-                "jac_reg": lam,
-                "batch_size": batch,
-                "iterations": problem.max_iter,
-                "data": source.name,
-                "data_range": "[0, 1] (metrics); model range "
-                + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
-            }
-        )
+        if env.is_main:
+            run.update(
+                config={
+                    "model": cfg.name,
+                    "settings": attrs.asdict(settings),
+                    "learning_rate": lr,
+                    "jac_reg": lam,
+                    "batch_size": batch,
+                    "iterations": problem.max_iter,
+                    "data": source.name,
+                    "data_range": "[0, 1] (metrics); model range "
+                    + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
+                    "world_size": env.world_size,
+                }
+            )
     model.train()
-    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, disable=not progress,
-               desc=f"train {settings.mode} {cfg.name}")
+    step_module = env.wrap(GenerativeStep(model, problem, objective, lam, batch if env.is_distributed else None),
+                           reduce="sum")
+    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps,
+               disable=not (progress and env.is_main), desc=f"train {settings.mode} {cfg.name}")
     last: dict[str, float] = {}
     for step in bar:
         t0 = time.perf_counter()
-        clean = to_model(source.batch(batch), act)
-        if corr is not None:
-            op, observed = corr(clean)
-            objective.operator = op
-            sol = problem.solve(observed)
-            outer_loss = mse(model.decode(sol.z), clean).mean()
-        else:
-            sol = problem.solve(clean)
-            outer_loss = sol.loss.mean()
-        loss = outer_loss
-        jac = torch.zeros(())
-        if sol.jacobian_penalty is not None:
-            jac = sol.jacobian_penalty.mean()
-            loss = loss + lam * jac
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        clean = env.shard(to_model(source.batch(batch), act)).to(env.device)  # shared stream
+        with env.rank_rng(settings.seed, step):
+            if corr is not None:
+                op, observed = corr(clean)
+                out = step_module(clean, observed, op)
+            else:
+                out = step_module(clean)
+            loss, outer_sum, inner_sum, jac_sum, kkt = out
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        stats = {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
+                 "kkt_median": float(kkt.median())}
+        seconds = time.perf_counter() - t0
+        if env.is_distributed:
+            kkt_mean = env.mean({"k": stats["kkt_median"]})["k"]
+            stats = env.sum(stats)
+            stats["kkt_median"] = kkt_mean  # mean over ranks of each shard's median
+            seconds = env.max({"s": seconds})["s"]
         last = {
-            "loss": float(outer_loss.detach()),
-            "inner_loss": float(sol.loss.detach().mean()),
-            "jacobian": float(jac.detach()),
-            "kkt_residual_median": float(sol.kkt_residual.median()),
-            "seconds": time.perf_counter() - t0,
+            "loss": stats["outer"] / batch,
+            "inner_loss": stats["inner"] / batch,
+            "jacobian": stats["jac"] / batch,
+            "kkt_residual_median": stats["kkt_median"],
+            "seconds": seconds,
         }
-        run.log(step + 1, **last)
+        if env.is_main:
+            run.log(step + 1, **last)
         bar.set_postfix(loss=f"{last['loss']:.4g}", jac=f"{last['jacobian']:.3g}")
-        if (step + 1) % settings.save_every == 0 or step + 1 == settings.steps:
+        if env.is_main and ((step + 1) % settings.save_every == 0 or step + 1 == settings.steps):
             run.save_state(step + 1, {"model": model}, {"adam": opt})
-    path = save(model, run.root / "model.pt", extra={"steps": settings.steps, "mode": settings.mode})
-    final = {"steps": settings.steps, "checkpoint": str(path), **{f"last_{k}": v for k, v in last.items()}}
-    run.update(final=final)
+    final: dict[str, Any] = {"steps": settings.steps, **{f"last_{k}": v for k, v in last.items()}}
+    if env.is_main:
+        path = save(model, run.root / "model.pt", extra={"steps": settings.steps, "mode": settings.mode})
+        final["checkpoint"] = str(path)
+        run.update(final=final)
+    env.barrier()
     return final
 
 
