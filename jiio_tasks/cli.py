@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: ``(verb, family)`` pairs that run data-parallel under torchrun (docs/distributed.md).
-DISTRIBUTED = {("train", "adversarial"), ("train", "generative"), ("train", "inverse")}
+DISTRIBUTED = {("train", "adversarial"), ("train", "generative"), ("train", "inverse"), ("train", "meta")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,8 +31,12 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    final = train(RunDir(args.run), _config(args), progress=not args.no_progress)
-    print(json.dumps(final))
+    from jiio_tasks.distributed import launched
+
+    with launched("cpu") as env:  # torchrun: gloo data-parallel over tasks (DEQ methods)
+        final = train(RunDir(args.run), _config(args), progress=not args.no_progress, env=env)
+    if env.is_main:
+        print(json.dumps(final))
     return 0
 
 

@@ -23,6 +23,7 @@ from jiio_core.baselines import Adam, DEQSolver, InputOptimizationResult, optimi
 from jiio_core.damping import Damping
 from jiio_core.outer import FixedInput, ImplicitKKT
 from jiio_core.problem import JointProblem, JointSolution
+from jiio_tasks.distributed import DistEnv
 from jiio_tasks.meta.tasks import RegularizedFewShot, TaskBatch, sample_batch
 from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
@@ -263,6 +264,31 @@ def step_loss(model: nn.Module, batch: TaskBatch, cfg: MetaTrainConfig) -> tuple
     return query_ce(logits, batch), query_accuracy(logits, batch)
 
 
+class MetaStep(nn.Module):
+    """The outer loss of a DEQ method on a meta-batch, as a module (what :meth:`DistEnv.wrap`
+    puts in DDP). With ``global_tasks`` (data-parallel runs) the loss is the sum of the query
+    cross-entropies of this shard divided by the global number of query items, to be summed
+    over the ranks; without it, the mean. Returns the loss and the number of correct queries."""
+
+    def __init__(self, model: ZooModel, cfg: MetaTrainConfig, global_tasks: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "cfg", cfg)
+        self.global_tasks = global_tasks
+
+    def forward(self, images: Tensor, labels: Tensor, support: int) -> tuple[Tensor, Tensor]:
+        cfg: MetaTrainConfig = self.cfg  # type: ignore[assignment]
+        batch = TaskBatch(images, labels, support)
+        logits, _, _ = deq_forward(self.model, batch, cfg.method, cfg.inner)
+        flat, target = logits.reshape(-1, logits.shape[-1]), batch.query_labels.reshape(-1)
+        if self.global_tasks is None:
+            loss = F.cross_entropy(flat, target)
+        else:
+            per_task = target.shape[0] // images.shape[0]
+            loss = F.cross_entropy(flat, target, reduction="sum") / (self.global_tasks * per_task)
+        return loss, (flat.detach().argmax(-1) == target).sum()
+
+
 def tasksets(cfg: MetaTrainConfig) -> tuple[Any, Any]:
     """The meta-train task stream (seeded by ``cfg.seed``) and the fixed meta-test tasks
     (``cfg.eval_tasks`` of them, always the same for the same ways/shots/query shots)."""
@@ -297,7 +323,19 @@ def evaluate(model: nn.Module, tasks: Any, cfg: MetaTrainConfig, batch: int = 10
     return {"accuracy": sum(accs) / len(items), "inner_seconds": seconds, "tasks": float(len(items))}
 
 
-def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True) -> dict[str, Any]:
+def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+    """Meta-train for ``cfg.steps`` steps in total (resuming from ``run`` if it holds a state);
+    returns the final metrics (meta-test accuracy) written to ``metrics.json``.
+
+    ``env`` (default: one process) is this process's place in a data-parallel job (DEQ
+    methods only; docs/distributed.md): every rank draws the same global meta-batch of tasks
+    from the same task stream and trains on its contiguous shard of tasks; the loss is the
+    shard's sum over the global number of query items and DDP sums the gradients; rank 0
+    writes the run directory (world-size independent) and runs the final evaluation."""
+    env = DistEnv() if env is None else env
+    if env.is_distributed and cfg.method == "maml":
+        raise ValueError("method 'maml' does not run data-parallel; use one process (or a DEQ method)")
+    env.shard_bounds(cfg.meta_batch, name="meta_batch")
     torch.manual_seed(cfg.seed)
     model = _model(cfg)
     zc = get_config(cfg.config)
@@ -305,38 +343,55 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True) -> dict[str,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
-    run.update(config={**attrs.asdict(cfg), "lr": lr})
+    if env.is_main:
+        run.update(config={**attrs.asdict(cfg), "lr": lr, "world_size": env.world_size})
     train_ts, test_ts = tasksets(cfg)
     # the task stream (TaskSet's private `random` state) continues where the saved run left it
     if "taskset_rng" in extra:
         train_ts.set_rng_state(extra["taskset_rng"])
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+    step_module: nn.Module | None = None
+    if isinstance(model, ZooModel) and env.is_distributed:
+        step_module = env.wrap(MetaStep(model, cfg, cfg.meta_batch), reduce="sum")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and env.is_main),
                desc=f"train meta/{cfg.method}")
     for step in bar:
-        batch = sample_batch(train_ts, cfg.meta_batch)
+        batch = sample_batch(train_ts, cfg.meta_batch)  # the same global meta-batch on every rank
         t0 = time.perf_counter()
         model.train()
-        loss, acc = step_loss(model, batch, cfg)
+        if step_module is None:
+            loss, acc = step_loss(model, batch, cfg)
+        else:
+            images, labels = env.shard((batch.images, batch.labels))
+            with env.rank_rng(cfg.seed, step):
+                loss, correct = step_module(images, labels, batch.support)
+            queries = batch.query_labels.numel()
+            acc = env.sum({"c": float(correct)})["c"] / queries
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         elapsed += time.perf_counter() - t0
-        done = step + 1
         lv = float(loss.detach())
+        if env.is_distributed:
+            lv = env.sum({"loss": lv})["loss"]
+            elapsed = env.max({"seconds": elapsed})["seconds"]
+        done = step + 1
         bar.set_postfix(loss=f"{lv:.3f}", acc=f"{acc:.2f}")
         out_of_time = cfg.max_minutes is not None and elapsed >= 60.0 * cfg.max_minutes
-        if done % cfg.log_every == 0 or done == cfg.steps or out_of_time:
+        if env.is_main and (done % cfg.log_every == 0 or done == cfg.steps or out_of_time):
             run.log(done, loss=lv, query_accuracy=acc, seconds=elapsed)
-        if done % cfg.save_every == 0 or done == cfg.steps or out_of_time:
+        if env.is_main and (done % cfg.save_every == 0 or done == cfg.steps or out_of_time):
             run.save_state(done, {"model": model}, {"opt": opt},
                            {"seconds": elapsed, "taskset_rng": train_ts.rng_state()})
         if out_of_time:
             break
-    final = {**evaluate(model, test_ts, cfg), "train_seconds": elapsed, "chance": 1.0 / cfg.ways}
-    run.update(final=final)
-    if isinstance(model, ZooModel):  # the zoo checkpoint that jiio_zoo.load(..., weights=) reads
-        save(model, run.root / "model.pt",
-             extra={"method": cfg.method, "steps": done_steps(run), "seed": cfg.seed, **final})
+    final: dict[str, Any] = {"train_seconds": elapsed, "chance": 1.0 / cfg.ways}
+    if env.is_main:
+        final = {**evaluate(model, test_ts, cfg), **final}
+        run.update(final=final)
+        if isinstance(model, ZooModel):  # the zoo checkpoint that jiio_zoo.load(..., weights=) reads
+            save(model, run.root / "model.pt",
+                 extra={"method": cfg.method, "steps": done_steps(run), "seed": cfg.seed, **final})
+    env.barrier()
     return final
 
 
