@@ -20,16 +20,12 @@ from typing import Any
 
 import _common as C
 import torch
-from bench_inversion import running_best
+from bench_inversion import decoder_and_targets, running_best
 
 from jiio_core import AndersonI, AndersonII, Broyden, LowestCost, Picard
 from jiio_core.accelerators import Accelerator
-from jiio_tasks.data import EmbeddedFaces
-from jiio_tasks.generative.data import to_model
 from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.problem import image_shape, jiio_problem
-from jiio_zoo import load
-from jiio_zoo.configs import MDEQConfig
+from jiio_tasks.generative.problem import jiio_problem
 
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
@@ -45,13 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     device = C.setup(args)
 
-    model = load(args.model, device=device).eval()
-    cfg = model.config.model
-    if not isinstance(cfg, MDEQConfig):
-        raise SystemExit(f"--model {args.model!r} is not an MDEQ decoder")
-    _, h, _ = image_shape(model)
-    faces = EmbeddedFaces("test", size=h).images
-    y = to_model(faces[: args.batch], cfg.output_activation).to(device)
+    model, y = decoder_and_targets(args.model, args.batch, device)
     memory = args.memory or model.config.solver.anderson_memory
     accelerators: dict[str, Accelerator[Any]] = {
         "Picard": Picard(),

@@ -32,11 +32,26 @@ from jiio_tasks.generative.objectives import MeasurementObjective
 from jiio_tasks.generative.problem import image_shape, jiio_problem
 from jiio_zoo import load
 from jiio_zoo.configs import MDEQConfig
+from jiio_zoo.model import ZooModel
 
 
 def running_best(cost: torch.Tensor) -> torch.Tensor:
     """Batch mean of each sample's best cost so far, per iteration (NaN = frozen → ignored)."""
     return torch.cummin(torch.nan_to_num(cost, nan=float("inf")), dim=0).values.mean(dim=1)
+
+
+def decoder_and_targets(name: str, batch: int, device: torch.device) -> tuple[ZooModel, torch.Tensor]:
+    """The pretrained zoo decoder ``name`` (eval mode) and the first ``batch`` held-out embedded
+    faces in its output range, on ``device``."""
+    model = load(name, device=device).eval()
+    cfg = model.config.model
+    if not isinstance(cfg, MDEQConfig):
+        raise SystemExit(f"--model {name!r} is not an MDEQ decoder")
+    _, h, _ = image_shape(model)
+    faces = EmbeddedFaces("test", size=h).images
+    if batch > len(faces):
+        raise SystemExit(f"--batch {batch} exceeds the {len(faces)} held-out faces")
+    return model, to_model(faces[:batch], cfg.output_activation).to(device)
 
 
 def main() -> None:
@@ -53,15 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     device = C.setup(args)
 
-    model = load(args.model, device=device).eval()
-    cfg = model.config.model
-    if not isinstance(cfg, MDEQConfig):
-        raise SystemExit(f"--model {args.model!r} is not an MDEQ decoder")
-    _, h, _ = image_shape(model)
-    faces = EmbeddedFaces("test", size=h).images
-    if args.batch > len(faces):
-        raise SystemExit(f"--batch {args.batch} exceeds the {len(faces)} held-out faces")
-    y = to_model(faces[: args.batch], cfg.output_activation).to(device)
+    model, y = decoder_and_targets(args.model, args.batch, device)
     objective = MeasurementObjective(model.head)
     s = model.config.solver
     deq = DEQSolver(accelerator=AndersonI(memory=s.anderson_memory), max_iter=s.forward_threshold,
