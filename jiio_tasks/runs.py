@@ -9,6 +9,11 @@ A run directory holds::
 ``state.pt`` is written to a temporary file in the same directory, fsynced, then renamed over
 the old one, so an interrupted run always leaves a loadable state; ``RunDir.resume`` restores
 model, optimiser and RNG states and returns the step to continue from.
+
+A run directory may come from someone else, so ``state.pt`` is read as data only
+(``torch.load(..., weights_only=True)``): a file that would need to execute code to load is
+refused with a :class:`RunError`. A state whose module or optimiser tensors are not finite is
+never written (the last good checkpoint stays), nor accepted on resume.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Mapping
@@ -55,6 +61,19 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a nested dict/list ``obj`` holding NaN or Inf."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            return [prefix or "<tensor>"]
+        return []
+    if isinstance(obj, Mapping):
+        return [n for k, v in obj.items() for n in non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [n for i, v in enumerate(obj) for n in non_finite_tensors(v, f"{prefix}[{i}]")]
+    return []
+
+
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "python": random.getstate()}
 
@@ -86,7 +105,11 @@ class RunDir:
         optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Atomically write everything needed to resume after ``step`` completed steps."""
+        """Atomically write everything needed to resume after ``step`` completed steps.
+
+        Raises :class:`RunError` (and writes nothing) when a module's or optimiser's state holds
+        NaN/Inf, so a diverged run never replaces its last good checkpoint.
+        """
         payload = {
             "format": STATE_FORMAT,
             "format_version": STATE_VERSION,
@@ -96,6 +119,13 @@ class RunDir:
             "rng": _rng_state(),
             "extra": dict(extra or {}),
         }
+        bad = non_finite_tensors({"modules": payload["modules"], "optimizers": payload["optimizers"]})
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise RunError(
+                f"refusing to save step {step} to {self.state_path}: non-finite values in {shown}; "
+                "the last good checkpoint is kept"
+            )
         atomic_torch_save(self.state_path, payload)
 
     def resume(
@@ -109,8 +139,15 @@ class RunDir:
         if not path.exists():
             return 0, {}
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # any unpickling failure means a corrupt file
+            # data only: a state.pt from someone else must not be able to run code here
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RunError(
+                f"cannot read run state {path}: it is corrupt or holds objects other than tensors and "
+                f"plain values (refused to execute them: {first})"
+            ) from err
+        except Exception as err:  # any other failure to read means a corrupt file
             raise RunError(f"cannot read run state {path}: {err}") from err
         if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
             raise RunError(f"{path} is not a jiio run state (format {payload.get('format')!r})")
@@ -119,6 +156,9 @@ class RunDir:
                 f"{path} has run-state version {payload.get('format_version')!r}; "
                 f"this jiio reads version {STATE_VERSION}"
             )
+        bad = non_finite_tensors({"modules": payload.get("modules"), "optimizers": payload.get("optimizers")})
+        if bad:
+            raise RunError(f"{path} holds non-finite values in {', '.join(bad[:5])}; refusing to resume from it")
         for key, module in modules.items():
             if key not in payload["modules"]:
                 raise RunError(f"{path} holds no module {key!r} (has {sorted(payload['modules'])})")

@@ -86,10 +86,16 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _non_finite(state: Mapping[str, Tensor]) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save(
     model: ZooModel, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None
 ) -> Path:
     """Write ``model`` (its config and state dict) to ``path`` atomically; returns the path.
+
+    A model with NaN/Inf weights is refused (:class:`CheckpointError`) and ``path`` is left as it was.
 
     The parent directory is created if needed. ``extra`` is stored as given (use plain types:
     numbers, strings, lists, dicts, tensors).
@@ -107,6 +113,12 @@ def save(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
+    bad = _non_finite(payload["state_dict"])
+    if bad:
+        raise CheckpointError(
+            f"refusing to write checkpoint {dest}: non-finite values in {', '.join(bad[:5])}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}; the existing file is kept"
+        )
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
@@ -163,6 +175,9 @@ def read(path: str | os.PathLike[str]) -> Checkpoint:
     state = raw["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {src}: state_dict is not a dict of tensors")
+    bad = _non_finite(state)
+    if bad:
+        raise CheckpointError(f"checkpoint {src} holds non-finite values in {', '.join(bad[:5])}")
     extra = raw.get("extra", {})
     return Checkpoint(
         path=src,

@@ -136,7 +136,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 p.wait()
     for rank, (p, log) in enumerate(zip(procs, logs, strict=True)):
         assert p.returncode == 0, f"rank {rank} exited with {p.returncode}:\n{log.read_text()}"
-    ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    ranks = [torch.load(root / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     return {"ranks": ranks, "run": run_dir}
 
 
@@ -187,7 +187,7 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adv_train, "robust_accuracies", fake_accuracies)
     run2 = RunDir(two_ranks["run"])
-    saved = torch.load(run2.state_path, weights_only=False)
+    saved = torch.load(run2.state_path, weights_only=True)
     assert saved["step"] == 2
     assert all(s["step"] == 2 for s in saved["optimizers"]["opt"]["state"].values())
     assert not any(k.startswith(("module.", "model.")) for k in saved["modules"]["model"])  # unwrapped
@@ -209,7 +209,7 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
     # batch, shard or gradient scale would move most entries by ~lr = 1e-3
     ref = RunDir(tmp_path / "ref")
     train(ref, train_config(2), progress=False)
-    ref_state = torch.load(ref.state_path, weights_only=False)
+    ref_state = torch.load(ref.state_path, weights_only=True)
     assert ref_state["rng"]["torch"].equal(saved["rng"]["torch"])  # same batches drawn
     _assert_close(saved["modules"]["model"], ref_state["modules"]["model"])
 
@@ -217,11 +217,11 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
     final = train(run2, train_config(3), progress=False)
     train(ref, train_config(3), progress=False)
     assert final["steps_done"] == 3
-    resumed = torch.load(run2.state_path, weights_only=False)
+    resumed = torch.load(run2.state_path, weights_only=True)
     assert resumed["step"] == 3
     assert all(s["step"] == 3 for s in resumed["optimizers"]["opt"]["state"].values())
     assert [h["step"] for h in run2.read_metrics()["history"]] == [1, 2, 3]
-    _assert_close(resumed["modules"]["model"], torch.load(ref.state_path, weights_only=False)["modules"]["model"])
+    _assert_close(resumed["modules"]["model"], torch.load(ref.state_path, weights_only=True)["modules"]["model"])
 
 
 def _assert_close(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
@@ -254,7 +254,7 @@ def test_cli_under_torchrun_resumes_across_world_sizes(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.count("steps_done=") == 1, done.stdout  # rank 0 alone reports
         assert f"steps_done={steps}" in done.stdout
-        state = torch.load(run / "state.pt", weights_only=False)
+        state = torch.load(run / "state.pt", weights_only=True)
         assert state["step"] == steps
         assert all(s["step"] == steps for s in state["optimizers"]["opt"]["state"].values())
     metrics = RunDir(run).read_metrics()

@@ -63,3 +63,60 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     run.save_state(1, {"model": nn.Linear(2, 2)})
     run.log(1, loss=0.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "state.pt"]
+
+
+class _Payload:
+    """Unpickling this object runs ``os.system``: what a hostile ``state.pt`` would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    marker = tmp_path / "pwned"
+    good = nn.Linear(2, 2)
+    run.save_state(1, {"model": good})
+    payload = torch.load(run.state_path, weights_only=True)
+    payload["extra"] = {"evil": _Payload(marker)}
+    torch.save(payload, run.state_path)
+    with pytest.raises(RunError, match="refused to execute"):
+        run.resume({"model": nn.Linear(2, 2)})
+    assert not marker.exists()
+
+
+def test_real_states_load_as_data_only(tmp_path: Path) -> None:
+    # model, Adam state, RNG states (torch + Python's random) all load with weights_only=True
+    run = RunDir(tmp_path)
+    _train(run, 3)
+    payload = torch.load(run.state_path, weights_only=True)
+    assert payload["step"] == 3 and set(payload["optimizers"]) == {"opt"}
+
+
+def test_non_finite_state_is_never_written_over_a_good_one(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    model = nn.Linear(2, 2)
+    run.save_state(1, {"model": model})
+    good = run.state_path.read_bytes()
+    with torch.no_grad():
+        model.weight[0, 1] = float("nan")
+        model.bias[0] = float("inf")
+    with pytest.raises(RunError, match=r"non-finite values in modules\.model\.weight, modules\.model\.bias"):
+        run.save_state(2, {"model": model})
+    assert run.state_path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+
+def test_non_finite_state_on_disk_is_refused_on_resume(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    run.save_state(1, {"model": nn.Linear(2, 2)})
+    payload = torch.load(run.state_path, weights_only=True)
+    payload["modules"]["model"]["bias"][0] = float("nan")
+    torch.save(payload, run.state_path)
+    with pytest.raises(RunError, match="non-finite"):
+        run.resume({"model": nn.Linear(2, 2)})

@@ -157,3 +157,20 @@ def test_save_fsyncs_before_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(ckpt_mod.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
     save(tiny_model("toy", dtype=torch.float32), tmp_path / "m.pt")
     assert events[:2] == ["fsync", "replace"]
+
+
+def test_non_finite_weights_are_neither_written_nor_loaded(tmp_path: Path) -> None:
+    model = tiny_model("toy", seed=3, dtype=torch.float32)
+    path = save(model, tmp_path / "m.pt")
+    good = path.read_bytes()
+    name, param = next(iter(model.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match=re.escape(f"non-finite values in {name}")):
+        save(model, path)
+    assert path.read_bytes() == good
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict"][name] = param.detach().clone()
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="holds non-finite values"):
+        read(path)
