@@ -121,41 +121,48 @@ class _Anderson(Accelerator[AndersonState]):
         # a secant pair whose ΔF is rounding noise carries no information: store it as zeros,
         # which gives it a zero coefficient (per sample)
         usable = _informative(dfi, v, gv).unsqueeze(1)
-        dxi = torch.where(usable, dxi, torch.zeros_like(dxi))
-        dfi = torch.where(usable, dfi, torch.zeros_like(dfi))
+        dxi = torch.where(usable, dxi, 0.0)
+        dfi = torch.where(usable, dfi, 0.0)
         state.dx = _write(state.dx, slot, dxi, graph)
         state.df = _write(state.df, slot, dfi, graph)
         state.dx_sq = _write(state.dx_sq, slot, (dxi * dxi).sum(1), graph)
         state.df_sq = _write(state.df_sq, slot, (dfi * dfi).sum(1), graph)
         state.count += 1
         n = min(state.count, m)
-        # one new row and column of the Gram matrix: O(B·m·N)
+        # One new row and column of the Gram matrix and the right-hand side, O(B·m·N). The
+        # history buffers (B, m, N) are the large, memory-bound operands: each product reads
+        # them through a batched matrix product (no (B, m, N) temporary), and the new column
+        # and the right-hand side share one pass over the buffer they both need. Slot `slot`
+        # is always among the first n, so everything is sliced to the filled slots.
+        dx_n, df_n = state.dx[:, :n], state.df[:, :n]
+        probes = torch.stack((dfi, f), dim=2)  # (B, N, 2)
         if self.type_one:
-            row = torch.einsum("bn,bmn->bm", dxi, state.df)  # <Δv_new, Δf_j>
-            col = torch.einsum("bmn,bn->bm", state.dx, dfi)  # <Δv_i, Δf_new>
+            row = torch.bmm(df_n, dxi.unsqueeze(2)).squeeze(2)  # <Δv_new, Δf_j>
+            both = torch.bmm(dx_n, probes)  # <Δv_i, Δf_new>, <Δv_i, f>
         else:
-            row = torch.einsum("bn,bmn->bm", dfi, state.df)
-            col = row
+            both = torch.bmm(df_n, probes)  # <Δf_i, Δf_new>, <Δf_i, f>
+            row = both[:, :, 0]
+        col, rhs = both[:, :, 0], both[:, :, 1]
         gram = state.gram
-        if graph:
+        if graph:  # out of place, for autograd (Unrolled)
+            row_m = torch.nn.functional.pad(row, (0, m - n))  # (B, m), zero for unfilled slots
+            col_m = torch.nn.functional.pad(col, (0, m - n))
             onehot = torch.zeros(m, device=v.device, dtype=v.dtype)
             onehot[slot] = 1.0
             keep = 1.0 - onehot
             gram = gram * keep.view(1, m, 1) * keep.view(1, 1, m)
-            gram = gram + onehot.view(1, m, 1) * row.unsqueeze(1) + col.unsqueeze(2) * onehot.view(1, 1, m)
+            gram = gram + onehot.view(1, m, 1) * row_m.unsqueeze(1) + col_m.unsqueeze(2) * onehot.view(1, 1, m)
             gram = gram - onehot.view(1, m, 1) * onehot.view(1, 1, m) * row[:, slot].view(-1, 1, 1)
         else:
-            gram[:, slot, :] = row
-            gram[:, :, slot] = col
+            gram[:, slot, :n] = row
+            gram[:, :n, slot] = col
         state.gram = gram
         state.prev_v, state.prev_f = v, f
 
         a = gram[:, :n, :n]
         if self.type_one:
-            rhs = torch.einsum("bmn,bn->bm", state.dx[:, :n], f)
             scale = torch.sqrt(state.dx_sq[:, :n].mean(1) * state.df_sq[:, :n].mean(1))
         else:
-            rhs = torch.einsum("bmn,bn->bm", state.df[:, :n], f)
             scale = state.df_sq[:, :n].mean(1)
         tiny = torch.finfo(v.dtype).tiny
         lam = (self.ridge * scale + tiny).view(-1, 1, 1)
@@ -164,7 +171,9 @@ class _Anderson(Accelerator[AndersonState]):
         gamma = gamma.squeeze(-1)
         ok = (info == 0) & torch.isfinite(gamma).all(1)
         gamma = torch.where(ok.unsqueeze(1), gamma, torch.zeros_like(gamma))
-        correction = torch.einsum("bm,bmn->bn", gamma, state.dx[:, :n] + self.beta * state.df[:, :n])
+        # γᵀ(ΔV + βΔF) as two products, one pass over each buffer, no (B, m, N) temporary
+        g = gamma.unsqueeze(1)  # (B, 1, n)
+        correction = torch.baddbmm(torch.bmm(g, dx_n), g, df_n, alpha=self.beta).squeeze(1)
         proposal = plain - correction
         good = ok & torch.isfinite(proposal).all(1)
         return torch.where(good.unsqueeze(1), proposal, plain), state
@@ -212,20 +221,24 @@ class Broyden(Accelerator[BroydenState]):
         return BroydenState(u=z, vt=z.clone())
 
     @staticmethod
-    def _h(state: BroydenState, x: Tensor, n: int) -> Tensor:
-        """``H x = −x + U (Vᵀ x)``."""
+    def _lowrank(left: Tensor, right: Tensor, x: Tensor, n: int) -> Tensor:
+        """``−x + Lᵀ (R x)`` for ``(B, m, N)`` buffers ``L``, ``R`` restricted to their first
+        ``n`` rows: two batched matrix products, each reading its buffer once, with only
+        ``(B, n)`` and ``(B, N)`` intermediates."""
         if n == 0:
             return -x
-        coef = torch.einsum("bmn,bn->bm", state.vt[:, :n], x)
-        return -x + torch.einsum("bm,bmn->bn", coef, state.u[:, :n])
+        coef = torch.bmm(right[:, :n], x.unsqueeze(2))  # (B, n, 1)
+        return torch.baddbmm(x.unsqueeze(1), coef.mT, left[:, :n], beta=-1.0).squeeze(1)
 
-    @staticmethod
-    def _ht(state: BroydenState, x: Tensor, n: int) -> Tensor:
+    @classmethod
+    def _h(cls, state: BroydenState, x: Tensor, n: int) -> Tensor:
+        """``H x = −x + U (Vᵀ x)``."""
+        return cls._lowrank(state.u, state.vt, x, n)
+
+    @classmethod
+    def _ht(cls, state: BroydenState, x: Tensor, n: int) -> Tensor:
         """``Hᵀ x = −x + V (Uᵀ x)``."""
-        if n == 0:
-            return -x
-        coef = torch.einsum("bmn,bn->bm", state.u[:, :n], x)
-        return -x + torch.einsum("bm,bmn->bn", coef, state.vt[:, :n])
+        return cls._lowrank(state.vt, state.u, x, n)
 
     def update(
         self, state: BroydenState, v: Tensor, gv: Tensor, active: Tensor
@@ -234,8 +247,8 @@ class Broyden(Accelerator[BroydenState]):
         graph = _needs_graph(v, gv)
         m = self.memory
         if state.count == m:  # restart from H = -I
-            state.u = torch.zeros_like(state.u)
-            state.vt = torch.zeros_like(state.vt)
+            # no need to clear the buffers: every product reads only the first `count` slots
+            # and slot `count` is written before it is read
             state.count = 0
         if state.prev_v is not None and state.prev_g is not None:
             n = state.count
@@ -247,8 +260,8 @@ class Broyden(Accelerator[BroydenState]):
             size = torch.linalg.vector_norm(vt_new, dim=1) * torch.linalg.vector_norm(dg, dim=1)
             ok = (den.abs() > 1e-10 * size) & torch.isfinite(den) & (size > 0) & _informative(dg, v, gv)
             safe = torch.where(ok, den, torch.ones_like(den))
-            u_new = torch.where(ok.unsqueeze(1), num / safe.unsqueeze(1), torch.zeros_like(num))
-            vt_new = torch.where(ok.unsqueeze(1), vt_new, torch.zeros_like(vt_new))
+            u_new = torch.where(ok.unsqueeze(1), num / safe.unsqueeze(1), 0.0)
+            vt_new = torch.where(ok.unsqueeze(1), vt_new, 0.0)
             slot = state.count
             state.u = _write(state.u, slot, u_new, graph)
             state.vt = _write(state.vt, slot, vt_new, graph)
