@@ -32,7 +32,7 @@ from jiio_core.outer import (
     Unrolled,
     implicit_backward,
 )
-from jiio_core.problem import JointProblem, JointSolution, SolveError
+from jiio_core.problem import Equilibrium, JointProblem, JointSolution, SolveError
 from jiio_core.regularizer import JacobianPenalty, hutchinson_jacobian_norm
 from jiio_core.solver import (
     CostResidualTradeoff,
@@ -67,6 +67,7 @@ __all__ = [
     "DEQSolution",
     "DEQSolver",
     "Damping",
+    "Equilibrium",
     "FixedInput",
     "FixedPointResult",
     "ImplicitKKT",

@@ -1,4 +1,16 @@
-"""The augmented map ``v = (z, μ, x) ↦ G(v)`` of eq. 11 and its KKT residual (eq. 14)."""
+"""The augmented map ``v = (z, μ, x) ↦ G(v)`` of eq. 11 and its KKT residual (eq. 14).
+
+Units. The objective declares ``s = loss_scale(y)``, the number of terms its per-sample loss
+averages over; the x-step and the μ- and x-blocks of the residual are measured on the summed
+loss ``s·ℓ`` (``μ`` itself stays the adjoint of ``ℓ``), so ``α_x`` means the same for a mean
+and a sum. Each block of the residual is relative to its own size::
+
+    r_z = ‖f(z, x) − z‖ / max(1, ‖z‖)
+    r_μ = s‖J_zᵀμ + ∇_zℓ − μ‖ / max(1, s‖μ‖)
+    r_x = ‖x − Π_C(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+
+and the KKT residual is their maximum, so ``tol`` bounds all three.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +34,8 @@ class Evaluation:
 
     value: Tensor  # G(v), (B, N)
     cost: Tensor  # ℓ(z, x, y), (B,)
-    kkt: Tensor  # ‖K(v)‖, (B,)
+    kkt: Tensor  # max(r_z, r_μ, r_x), (B,)
+    blocks: Tensor  # (r_z, r_μ, r_x), (B, 3)
 
 
 @attrs.frozen(eq=False)
@@ -40,6 +53,12 @@ class AugmentedMap:
     z_spec: StateSpec
     x_shape: tuple[int, ...]  # without batch
     normalized_x_step: bool = False
+    loss_scale: Tensor | float = 1.0
+    """``s``: the objective's :meth:`~jiio_core.objective.InnerObjective.loss_scale` for this batch."""
+    equilibrium_tol: float = 1e-3
+    """An iterate is at equilibrium when ``r_z ≤ equilibrium_tol`` (see :meth:`step`)."""
+
+    BLOCKS = ("z", "mu", "x")
 
     @property
     def nz(self) -> int:
@@ -114,27 +133,43 @@ class AugmentedMap:
         z_next = zf + d.z * (fz - zf)
         mu_next = mu + d.mu * (gz - mu)
         x = self.unpack_x(xf)
-        gxs = self.unpack_x(gx)
+        s = self.loss_scale
+        s_col = s.reshape(-1, 1) if isinstance(s, Tensor) else s
+        gxs = self.unpack_x(gx * s_col)  # gradient of the summed loss s·ℓ
         if normalized:
             norm = torch.linalg.vector_norm(gx, dim=1).clamp(min=torch.finfo(gx.dtype).tiny)
-            direction = gxs / norm.view(-1, *([1] * len(self.x_shape)))
+            direction = self.unpack_x(gx / norm.unsqueeze(1))
         else:
             direction = gxs
         x_next = self.constraint.project(x - a_x * direction)
-        # KKT residual (eq. 14), with the projected gradient for the x-block
+        # KKT residual (eq. 14), each block relative to its own size; projected gradient for x
         if self.constraint.is_unconstrained:
-            rx = gx
+            rx = gxs.reshape(xf.shape)
         else:
             rx = xf - self.constraint.project(x - gxs).reshape(xf.shape)
-        kkt = torch.sqrt(((fz - zf) ** 2).sum(1) + ((gz - mu) ** 2).sum(1) + (rx**2).sum(1))
+        s_b = s.reshape(-1) if isinstance(s, Tensor) else s
+        norm = torch.linalg.vector_norm
+        r_z = norm(fz - zf, dim=1) / norm(zf, dim=1).clamp(min=1.0)
+        r_mu = s_b * norm(gz - mu, dim=1) / (s_b * norm(mu, dim=1)).clamp(min=1.0)
+        r_x = norm(rx, dim=1) / norm(xf, dim=1).clamp(min=1.0)
+        blocks = torch.stack([r_z, r_mu, r_x], dim=1)
         value = torch.cat([z_next, mu_next, x_next.reshape(xf.shape)], dim=1)
-        return Evaluation(value=value, cost=cost, kkt=kkt)
+        return Evaluation(value=value, cost=cost, kkt=blocks.amax(dim=1), blocks=blocks)
 
     def step(self, y: Any, *, create_graph: bool = False) -> Any:
-        """The driver's ``step(v, k)`` callable."""
+        """The driver's ``step(v, k)`` callable: the residual is already relative (compared
+        with ``tol`` directly) and an iterate counts as feasible for selection when its
+        DEQ block is at equilibrium (``r_z ≤ equilibrium_tol``)."""
 
         def _step(v: Tensor, k: int) -> StepOutput:
             ev = self.evaluate(v, y, k, create_graph=create_graph)
-            return StepOutput(value=ev.value, residual=ev.kkt, cost=ev.cost)
+            return StepOutput(
+                value=ev.value,
+                residual=ev.kkt,
+                cost=ev.cost,
+                relative=True,
+                blocks=ev.blocks,
+                feasible=ev.blocks[:, 0] <= self.equilibrium_tol,
+            )
 
         return _step

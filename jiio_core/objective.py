@@ -48,6 +48,18 @@ class InnerObjective(nn.Module, ABC):
     def forward(self, z: State, x: Tensor, y: Any) -> Tensor:
         """Per-sample loss, shape ``(B,)``."""
 
+    def loss_scale(self, y: Any) -> float | Tensor:
+        """How many terms :meth:`forward` averages over per sample (a float, or a ``(B,)``
+        tensor): ``ℓ · loss_scale(y)`` is the loss written as a *sum* over its terms.
+
+        The joint solver measures the x-step and the μ- and x-blocks of the KKT residual on
+        that sum, so a damping ``α_x`` means the same whether a loss averages or sums (the
+        paper's code summed over pixels: a per-pixel mean over ``D`` values declares ``D``).
+        The default, ``1.0``, treats the loss as a sum already.
+        """
+        del y
+        return 1.0
+
     def __call__(self, z: State, x: Tensor, y: Any) -> Tensor:
         out: Tensor = super().__call__(z, x, y)
         return out

@@ -10,7 +10,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from jiio_core._checks import check_tensor
+from jiio_core._checks import check_positive, check_tensor
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.augmented import AugmentedMap
 from jiio_core.constraint import Constraint, Unconstrained
@@ -19,12 +19,27 @@ from jiio_core.layer import Layer
 from jiio_core.objective import InnerObjective, Relation
 from jiio_core.outer import AdjointShortcut, BackwardStats, OuterContext, OuterGradient, Unrolled
 from jiio_core.regularizer import JacobianPenalty, hutchinson_jacobian_norm
-from jiio_core.solver import CostResidualTradeoff, Selection, Status, Trace, fixed_point
+from jiio_core.solver import CostResidualTradeoff, Selection, Status, StepOutput, Trace, fixed_point
 from jiio_core.state import State, StateSpec
 
 
 class SolveError(RuntimeError):
     """Raised by ``solve(..., throw=True)`` when some samples diverged."""
+
+
+@attrs.frozen(eq=False)
+class Equilibrium:
+    """The DEQ re-solved at a fixed input: :meth:`JointProblem.equilibrium`'s result."""
+
+    z: State
+    """``z*(x)``, solved to the requested tolerance."""
+    loss: Tensor
+    """``ℓ(z*(x), x, y)`` per sample."""
+    residual: Tensor
+    """``(B,)`` relative residual ``‖f(z, x) − z‖ / max(1, ‖z‖)`` at ``z``."""
+    iterations: Tensor
+    status: Tensor
+    """``int8`` :class:`~jiio_core.solver.Status` codes of the forward solve."""
 
 
 @attrs.frozen(eq=False)
@@ -42,9 +57,13 @@ class JointSolution:
     mu: Tensor
     """Adjoint ``μ*`` of each sample's own loss, packed ``(B, N_z)``."""
     loss: Tensor
-    """Inner loss ``ℓ(z*, x*, y)`` per sample."""
+    """Inner loss ``ℓ(z*, x*, y)`` per sample, at the returned iterate ``(z*, x*)``. It is the
+    loss of the input ``x*`` only where :attr:`at_equilibrium` holds; elsewhere ``z*`` is not
+    yet ``x*``'s equilibrium: use :meth:`JointProblem.equilibrium` for the loss of ``x*``."""
     kkt_residual: Tensor
-    """Norm of the KKT conditions (eq. 14) at the returned iterate."""
+    """KKT residual (eq. 14) at the returned iterate: the largest of the relative block
+    residuals ``r_z, r_μ, r_x`` (see :attr:`kkt_blocks`); a sample converged when it is
+    ``≤ tol``."""
     iterations: Tensor
     """Augmented-map evaluations spent on each sample."""
     status: Tensor
@@ -56,6 +75,19 @@ class JointSolution:
     """Hutchinson ``‖J_z‖_F²/N`` at a random iterate, when the problem asks for it."""
     backward: BackwardStats = attrs.field(factory=BackwardStats)
     """Convergence of the backward solve, filled when autograd runs it."""
+    kkt_blocks: Tensor | None = None
+    """``(B, 3)``: the relative residuals ``(r_z, r_μ, r_x)`` of the DEQ, adjoint and
+    x-stationarity blocks at the returned iterate (:mod:`jiio_core.augmented` defines them)."""
+    equilibrium_tol: float = math.inf
+    """The bound on ``r_z`` under which the returned iterate counts as at equilibrium."""
+
+    @property
+    def at_equilibrium(self) -> Tensor:
+        """``(B,)`` bool: is ``z*`` the equilibrium of ``x*`` to within ``equilibrium_tol``
+        (so that :attr:`loss` is the loss of the returned input)?"""
+        if self.kkt_blocks is None:
+            return torch.ones_like(self.status, dtype=torch.bool)
+        return self.kkt_blocks[:, 0] <= self.equilibrium_tol
 
     @property
     def converged(self) -> Tensor:
@@ -74,8 +106,9 @@ class JointSolution:
         """One line: counts of each status and the residual range (syncs with the device)."""
         counts = {s.name.lower(): int((self.status == s).sum()) for s in Status}
         res = self.kkt_residual
+        off = int((~self.at_equilibrium).sum())
         return (
-            f"JointSolution(batch={res.shape[0]}, {counts}, kkt_residual in "
+            f"JointSolution(batch={res.shape[0]}, {counts}, not at equilibrium {off}, kkt_residual in "
             f"[{float(res.min()):.3g}, {float(res.max()):.3g}], iterations max "
             f"{int(self.iterations.max())})"
         )
@@ -123,7 +156,8 @@ class JointProblem(nn.Module):
         damping: ``(α_z, α_μ, α_x)`` and its schedule.
         outer: how ``θ`` gets its gradient.
         max_iter: augmented-map evaluations at most.
-        tol: a sample converges when its KKT residual ``≤ tol · max(1, ‖v‖)``.
+        tol: a sample converges when its KKT residual (the largest relative block residual,
+            see :mod:`jiio_core.augmented`) is ``≤ tol``.
         x_shape: shape of one sample's input, used when ``solve`` gets no ``x0`` (zeros).
         selection: rule picking each sample's returned iterate (default: the paper's
             cost/residual trade-off).
@@ -133,6 +167,9 @@ class JointProblem(nn.Module):
         check_every: iterations between stopping tests (each is one host sync).
         divergence_factor: a sample diverges when its residual exceeds this many times its
             first residual (or turns NaN/Inf).
+        equilibrium_tol: an iterate is *at equilibrium* when its DEQ block's relative residual
+            ``r_z ≤ equilibrium_tol``; selection returns such an iterate whenever the solve
+            produced one, and :attr:`JointSolution.at_equilibrium` says per sample whether it did.
         throw: raise :class:`SolveError` if any sample diverges (and make backward solves raise
             on failure); otherwise the status reports it.
     """
@@ -154,6 +191,7 @@ class JointProblem(nn.Module):
         jacobian_penalty: JacobianPenalty | None = None,
         check_every: int = 5,
         divergence_factor: float = 1e6,
+        equilibrium_tol: float = 1e-3,
         throw: bool = False,
     ) -> None:
         super().__init__()
@@ -187,6 +225,8 @@ class JointProblem(nn.Module):
             )
         if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
             raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        if not isinstance(equilibrium_tol, (int, float)) or not equilibrium_tol > 0:
+            raise ValueError(f"equilibrium_tol must be a number > 0, got {equilibrium_tol!r}")
         if not isinstance(divergence_factor, (int, float)) or not divergence_factor > 1:
             raise ValueError(f"divergence_factor must be a number > 1, got {divergence_factor!r}")
         if x_shape is not None and (
@@ -207,6 +247,7 @@ class JointProblem(nn.Module):
         self.jacobian_penalty = jacobian_penalty
         self.check_every = _check_int("check_every", check_every, 1)
         self.divergence_factor = float(divergence_factor)
+        self.equilibrium_tol = float(equilibrium_tol)
         self.throw = bool(throw)
 
     def _reference(self) -> tuple[torch.dtype, torch.device] | None:
@@ -295,6 +336,8 @@ class JointProblem(nn.Module):
             z_spec=spec,
             x_shape=tuple(x0.shape[1:]),
             normalized_x_step=self.normalized_x_step,
+            loss_scale=self._loss_scale(y, x0),
+            equilibrium_tol=self.equilibrium_tol,
         )
         v0 = amap.pack(z_init, torch.zeros(x0.shape[0], spec.numel, dtype=x0.dtype, device=x0.device), x0p)
         unrolled = isinstance(self.outer, Unrolled) and torch.is_grad_enabled()
@@ -341,7 +384,48 @@ class JointProblem(nn.Module):
             relation=self.objective.relation,
             jacobian_penalty=penalty,
             backward=stats,
+            kkt_blocks=res.blocks,
+            equilibrium_tol=self.equilibrium_tol,
         )
+
+    def _loss_scale(self, y: Any, x: Tensor) -> Tensor | float:
+        s = self.objective.loss_scale(y)
+        name = f"{type(self.objective).__name__}.loss_scale(y)"
+        if isinstance(s, Tensor):
+            if s.shape not in ((), (x.shape[0],)):
+                raise ValueError(f"{name} must be a float or a ({x.shape[0]},) tensor, got shape {tuple(s.shape)}")
+            s = s.to(dtype=x.dtype, device=x.device)
+            if not bool((torch.isfinite(s) & (s > 0)).all()):
+                raise ValueError(f"{name} must be finite and > 0 for every sample, got {s}")
+            return s
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {s!r}")
+        return float(s)
+
+    @torch.no_grad()
+    def equilibrium(
+        self, y: Any, x: Tensor, *, tol: float = 1e-6, max_iter: int = 500, z0: State | None = None
+    ) -> Equilibrium:
+        """Re-solve the DEQ at the fixed input ``x`` (e.g. a solution's ``x``) to the relative
+        residual ``tol`` and return the loss there: the honest score of an input, whatever
+        iterate the joint solve returned. Uses the problem's accelerator; no gradients."""
+        check_tensor("x", x, ndim_min=1)
+        self._check_y(y, x)
+        check_positive("tol", tol, allow_zero=True)
+        _check_int("max_iter", max_iter, 1)
+        z_init = self.layer.init_state(x) if z0 is None else z0
+        spec = StateSpec.of(z_init)
+
+        def step(zf: Tensor, k: int) -> StepOutput:
+            fz = spec.pack(self.layer(spec.unpack(zf), x))
+            rel = torch.linalg.vector_norm(fz - zf, dim=1) / torch.linalg.vector_norm(zf, dim=1).clamp(min=1.0)
+            return StepOutput(value=fz, residual=rel, relative=True)
+
+        res = fixed_point(step, spec.pack(z_init), self.accelerator, max_iter=max_iter, tol=tol,
+                          check_every=self.check_every, divergence_factor=self.divergence_factor)
+        z = spec.unpack(res.v)
+        return Equilibrium(z=z, loss=self.objective(z, x, y), residual=res.residual,
+                           iterations=res.iterations, status=res.status)
 
     def forward(self, y: Any, x0: Tensor | None = None) -> JointSolution:
         """Same as :meth:`solve`."""

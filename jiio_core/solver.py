@@ -40,9 +40,18 @@ class StepOutput:
     value: Tensor
     """``G(v)``, shape ``(B, N)``."""
     residual: Tensor
-    """``(B,)`` convergence measure at ``v`` (absolute; compared with ``tol · max(1, ‖v‖)``)."""
+    """``(B,)`` convergence measure at ``v``: absolute, compared with ``tol · max(1, ‖v‖)``,
+    unless ``relative`` (then compared with ``tol`` as it is)."""
     cost: Tensor | None = None
     """``(B,)`` objective at ``v``, used by cost-aware :class:`Selection` rules."""
+    relative: bool = False
+    """``residual`` is already scaled to the problem (the joint map's per-block residual)."""
+    blocks: Tensor | None = None
+    """``(B, K)`` parts of the residual (the joint map's ``r_z, r_μ, r_x``), kept in the trace."""
+    feasible: Tensor | None = None
+    """``(B,)`` bool: may ``v`` be returned as a solution (the joint map: the DEQ block is at
+    equilibrium)? A feasible iterate always replaces an infeasible best one and is never
+    replaced by an infeasible one; the :class:`Selection` rule ranks iterates alike in this."""
 
 
 Step = Callable[[Tensor, int], StepOutput]
@@ -109,6 +118,8 @@ class Trace:
 
     residual: Tensor
     cost: Tensor
+    blocks: Tensor | None = None
+    """``(iterations_run, B, K)`` parts of the residual, when the map reports them."""
 
 
 @attrs.frozen(eq=False)
@@ -130,6 +141,10 @@ class FixedPointResult:
     """One iterate per sample drawn uniformly from those evaluated at or after
     ``sample_from`` (for regularisers at a random iterate), if requested; ``v`` for a sample
     that had no such evaluation."""
+    blocks: Tensor | None = None
+    """``(B, K)`` parts of the residual at ``v``, when the map reports them."""
+    feasible: Tensor | None = None
+    """``(B,)`` bool: was ``v`` feasible (see :attr:`StepOutput.feasible`), when reported."""
 
     @property
     def converged(self) -> Tensor:
@@ -155,7 +170,8 @@ def fixed_point(
 ) -> FixedPointResult:
     """Iterate ``step`` from ``v0`` and return the best iterate of each sample.
 
-    A sample converges when ``residual ≤ tol · max(1, ‖v‖)``; it diverges when the map returns
+    A sample converges when ``residual ≤ tol · max(1, ‖v‖)`` (``residual ≤ tol`` when the
+    step reports a relative residual); it diverges when the map returns
     NaN/Inf, its residual exceeds ``divergence_factor`` times its first residual, or its iterate's
     norm exceeds ``divergence_factor · max(1, ‖v₀‖, ‖G(v₀)‖)`` (without this, an accelerator step
     that blows ``v`` up would pass the relative convergence test). Converged and
@@ -185,6 +201,10 @@ def fixed_point(
     trace_res = torch.full((max_iter, batch), math.nan, device=dev, dtype=dt)
     trace_cost = torch.full((max_iter, batch), math.nan, device=dev, dtype=dt)
     sampled: Tensor | None = None
+    trace_blocks: Tensor | None = None
+    best_blocks: Tensor | None = None
+    best_feasible = torch.zeros(batch, dtype=torch.bool, device=dev)
+    reports_feasible = False
     seen = torch.zeros(batch, device=dev, dtype=dt)
     state = accelerator.init(v0)
     v = v0
@@ -209,13 +229,30 @@ def fixed_point(
         blown = blown | (v_norm > divergence_factor * size_ref)
         diverged = active & (~finite | blown)
         ok = active & ~diverged
-        scale = torch.clamp(v_norm, min=1.0)
-        conv = ok & (res.detach() <= tol * scale)
-        better = ok & (conv | selection.better(k, res.detach(), cost.detach(), best_res, best_cost))
+        if out.relative:
+            conv = ok & (res.detach() <= tol)
+        else:
+            conv = ok & (res.detach() <= tol * torch.clamp(v_norm, min=1.0))
+        ranked = selection.better(k, res.detach(), cost.detach(), best_res, best_cost)
+        if out.feasible is not None:
+            reports_feasible = True
+            feas = out.feasible.detach()
+            ranked = (feas & ~best_feasible) | ((feas == best_feasible) & ranked)
+            better = ok & (conv | ranked)
+            best_feasible = torch.where(better, feas, best_feasible)
+        else:
+            better = ok & (conv | ranked)
         bmask = better.unsqueeze(1)
         best_v = torch.where(bmask, v, best_v)
         best_res = torch.where(better, res.detach(), best_res)
         best_cost = torch.where(better, cost.detach(), best_cost)
+        if out.blocks is not None:
+            blk = out.blocks.detach()
+            if trace_blocks is None or best_blocks is None:
+                trace_blocks = torch.full((max_iter, *blk.shape), math.nan, device=dev, dtype=dt)
+                best_blocks = torch.full_like(blk, math.nan)
+            best_blocks = torch.where(bmask, blk, best_blocks)
+            trace_blocks[k] = torch.where(active.unsqueeze(1), blk, math.nan)
         if sample_from is not None and k >= sample_from:
             seen = seen + ok.to(dt)
             draw = torch.rand(batch, device=dev, dtype=dt, generator=generator)
@@ -247,6 +284,12 @@ def fixed_point(
         cost=best_cost if has_cost else torch.full_like(best_cost, math.nan),
         iterations=iterations,
         status=status,
-        trace=Trace(residual=trace_res[:run], cost=trace_cost[:run]),
+        trace=Trace(
+            residual=trace_res[:run],
+            cost=trace_cost[:run],
+            blocks=None if trace_blocks is None else trace_blocks[:run],
+        ),
         sampled=sampled,
+        blocks=best_blocks,
+        feasible=best_feasible if reports_feasible else None,
     )
