@@ -113,7 +113,7 @@ def save(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    bad = _non_finite(payload["state_dict"])
+    bad = _non_finite(model.state_dict())
     if bad:
         raise CheckpointError(
             f"refusing to write checkpoint {dest}: non-finite values in {', '.join(bad[:5])}"

@@ -299,10 +299,23 @@ class SolverConfig:
     """JIIO and DEQ solver settings (Table 9, Appendix C.3).
 
     ``damping`` is ``(α_z, α_μ, α_x)``; after ``damping_x_switch_iter`` iterations ``α_x``
-    becomes ``damping_x_switch`` (both ``None``: no switch). ``epsilon`` is the L2 radius of
-    the adversarial perturbation (``None`` when ``x`` is unconstrained).
+    becomes ``damping_x_switch`` (both ``None``: no switch), at that iteration whatever the
+    number of iterations run. ``α_x`` is in the units of :mod:`jiio_core.augmented`: with
+    ``x_step="gradient"`` it multiplies the gradient of the *summed* loss (the paper's
+    convention), with ``x_step="normalized"`` it is the length of a step along the normalised
+    gradient. ``accelerator`` is the JIIO (and DEQ forward) accelerator: Anderson uses
+    ``anderson_memory``, Broyden ``broyden_memory``. ``forward_threshold`` and
+    ``backward_threshold`` bound the plain DEQ forward solve and every backward linear solve.
+    ``epsilon`` is the L2 radius of the adversarial perturbation (``None`` when ``x`` is
+    unconstrained). :mod:`jiio_zoo.recipe` turns this into solver objects.
     """
 
+    accelerator: Literal["picard", "anderson1", "anderson2", "broyden"] = attrs.field(
+        default="anderson1", validator=_one_of("picard", "anderson1", "anderson2", "broyden")
+    )
+    x_step: Literal["gradient", "normalized"] = attrs.field(
+        default="gradient", validator=_one_of("gradient", "normalized")
+    )
     forward_threshold: int = attrs.field(default=18, validator=_int_in(1, 100_000))
     backward_threshold: int = attrs.field(default=20, validator=_int_in(1, 100_000))
     broyden_memory: int = attrs.field(default=20, validator=_int_in(1, 1000))
@@ -510,6 +523,7 @@ def _adversarial(name: str, image_size: int, image_channels: int, alpha_x: float
             final_channels=200,
         ),
         solver=SolverConfig(
+            x_step="normalized",  # the original adversarial code: α_x is a step length
             anderson_memory=20,
             damping=(0.8, 0.6, alpha_x),
             damping_x_switch=switch,
@@ -570,6 +584,8 @@ def _catalogue() -> dict[str, ZooConfig]:
                 pool_size=4,  # reference: per-branch GN + 7×7 average pool of a 28×28 map
             ),
             solver=SolverConfig(
+                accelerator="anderson2",  # the paper's choice for meta-learning (A.2)
+                x_step="normalized",
                 anderson_memory=10,
                 damping=(0.8, 0.6, 0.04),
                 damping_x_switch=0.01,
@@ -596,6 +612,7 @@ def _catalogue() -> dict[str, ZooConfig]:
                 final_channels=32,
             ),
             solver=SolverConfig(
+                x_step="normalized",
                 anderson_memory=10,
                 damping=(0.8, 0.6, 0.6),
                 damping_x_switch=0.2,
@@ -650,6 +667,8 @@ def _catalogue() -> dict[str, ZooConfig]:
                 init_std=0.05,
             ),
             solver=SolverConfig(
+                accelerator="anderson2",
+                x_step="normalized",
                 anderson_memory=10,
                 damping=(0.8, 0.6, 0.3),  # α_x: length of the normalised x step
                 damping_x_switch=0.06,
@@ -693,25 +712,46 @@ def load_config_file(path: str | os.PathLike[str]) -> ZooConfig:
     """A :class:`ZooConfig` from a JSON file.
 
     The file holds either a whole config (as written by :meth:`ZooConfig.to_dict`, e.g. by
-    ``jiio config show NAME``) or ``{"base": "<zoo name>", ...overrides}``:
-    the named config with the given (nested) keys replaced, e.g.
+    ``jiio config show NAME``) or ``{"base": BASE, ...overrides}``: the config ``BASE`` (a zoo
+    name, or another ``.json`` file, relative to this file's directory) with the given (nested)
+    keys replaced, e.g.
     ``{"base": "faces_gen_small", "name": "faces_wide", "model": {"channels": [16, 32]}}``.
-    Unknown keys are errors, as everywhere else.
+    Unknown keys are errors, as everywhere else; a chain of bases that comes back to a file
+    already in it is a :class:`ConfigError` naming the chain.
     """
-    file = Path(path)
+    return config_from_dict(_config_file_dict(Path(path), ()))
+
+
+def _config_file_dict(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = file.resolve()
+    if resolved in chain:
+        names = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"config file {str(file)!r} is its own base (cycle: {names})")
     if not file.is_file():
-        raise FileNotFoundError(f"config file {str(file)!r} does not exist")
+        where = f" (base of {str(chain[-1])!r})" if chain else ""
+        raise FileNotFoundError(f"config file {str(file)!r} does not exist{where}")
     try:
         data = json.loads(file.read_text(encoding="utf8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"config file {str(file)!r} is not valid JSON: {err}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {str(file)!r} must hold a JSON object, got {type(data).__name__}")
-    if "base" in data:
-        base = data["base"]
-        overrides = {k: v for k, v in data.items() if k != "base"}
-        data = _merge(get_config(base).to_dict(), overrides, "config")
-    return config_from_dict(data)
+    if "base" not in data:
+        return dict(data)
+    base = data["base"]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config file {str(file)!r}: base must be a zoo name or a .json path, got {base!r}")
+    overrides = {k: v for k, v in data.items() if k != "base"}
+    if base in CONFIGS:
+        base_dict = CONFIGS[base].to_dict()
+    elif base.endswith(".json"):
+        base_dict = _config_file_dict(file.parent / base, (*chain, resolved))
+    else:
+        raise ConfigError(
+            f"config file {str(file)!r}: unknown base {base!r}; valid: {', '.join(CONFIGS)} or a .json path "
+            "(relative to this file)"
+        )
+    return _merge(base_dict, overrides, "config")
 
 
 def get_config(name: str | os.PathLike[str]) -> ZooConfig:

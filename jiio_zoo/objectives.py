@@ -49,6 +49,11 @@ class ReconstructionObjective(InnerObjective):
             err = err * mask
         return err.reshape(err.shape[0], -1).mean(dim=1)
 
+    def loss_scale(self, y: Any) -> float:
+        """A mean over the target's values: ``ℓ · numel(one target)`` is the summed error."""
+        target = y if isinstance(y, Tensor) else y[0]
+        return float(target[0].numel())
+
 
 class AdversarialObjective(InnerObjective):
     """``ℓ = −CE(h(z), y)`` per sample: the adversary minimises it, training minimises ``CE``
@@ -95,3 +100,7 @@ class FewShotObjective(InnerObjective):
             logits[:, :s].reshape(-1, logits.shape[-1]), y[:, :s].reshape(-1), reduction="none"
         )
         return torch.mean(ce.reshape(logits.shape[0], s), dim=1)
+
+    def loss_scale(self, y: Any) -> float:
+        """A mean over the ``support`` samples of each task."""
+        return float(self.support)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from jiio_zoo.checkpoint import load_into
-from jiio_zoo.configs import CONFIGS, ZooConfig
+from jiio_zoo.configs import CONFIGS, ZooConfig, get_config
 from jiio_zoo.model import ZooModel, build_model
 
 __all__ = [
@@ -41,10 +41,14 @@ def list_models() -> list[str]:
     return [*CONFIGS]
 
 
-def _config(name: str) -> ZooConfig:
-    if not isinstance(name, str) or name not in CONFIGS:
-        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(CONFIGS)}")
-    return CONFIGS[name]
+def _config(name: str | os.PathLike[str]) -> ZooConfig:
+    """The catalogue entry ``name``, or the config in a ``.json`` file (see
+    :func:`jiio_zoo.configs.load_config_file`)."""
+    if isinstance(name, str) and name in CONFIGS:
+        return CONFIGS[name]
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and name.endswith(".json")):
+        return get_config(name)
+    raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(CONFIGS)} (or a path to a .json config)")
 
 
 def cache_dir() -> Path:
@@ -57,22 +61,22 @@ def packaged_weights_path(name: str) -> Path:
     return PACKAGE_WEIGHTS / f"{name}.pt"
 
 
-def weights_candidates(name: str) -> list[Path]:
+def weights_candidates(name: str | os.PathLike[str]) -> list[Path]:
     """Where :func:`load` looks for ``name``'s weights (packaged first for small entries)."""
     config = _config(name)
-    cached = cache_dir() / f"{name}.pt"
+    cached = cache_dir() / f"{config.name}.pt"
     if config.scale == "paper":
         return [cached]
-    return [packaged_weights_path(name), cached]
+    return [packaged_weights_path(config.name), cached]
 
 
-def train_command(name: str) -> str:
+def train_command(name: str | os.PathLike[str]) -> str:
     """The command that trains ``name`` (its checkpoint is what :func:`load` reads)."""
     return f"jiio train {_config(name).task} --config {name}"
 
 
 def load(
-    name: str,
+    name: str | os.PathLike[str],
     pretrained: bool = True,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
@@ -80,7 +84,8 @@ def load(
     """Build the zoo model ``name``; with ``pretrained`` load its weights.
 
     Args:
-        name: one of :func:`list_models`.
+        name: one of :func:`list_models`, or a path to a ``.json`` config file (its weights
+            are looked up under the config's ``name``).
         pretrained: load trained weights (``False``: a fresh initialisation, for every entry).
         weights: explicit checkpoint path (overrides the lookup; implies ``pretrained``).
         device: where to put the model.

@@ -47,7 +47,7 @@ def test_base_with_nested_overrides(tmp_path: Path) -> None:
     [
         ({"base": "digits_adv_small", "modle": {}}, "unknown key.*'modle'"),
         ({"base": "digits_adv_small", "model": {"chanels": [8, 8]}}, "unknown key.*'chanels'.*config.model"),
-        ({"base": "no_such_config"}, "unknown config name 'no_such_config'"),
+        ({"base": "no_such_config"}, "unknown base 'no_such_config'"),
         ([1, 2, 3], "must hold a JSON object"),
     ],
 )
@@ -71,3 +71,30 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         get_config(str(bad))
     with pytest.raises(ValueError, match=r"unknown config name 'nope'.*faces_gen_small"):
         get_config("nope")
+
+
+def test_base_file_resolves_against_the_including_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = tmp_path / "cfgs"
+    sub.mkdir()
+    (sub / "parent.json").write_text(json.dumps({"base": "faces_gen_small", "name": "parent_cfg"}))
+    (sub / "child.json").write_text(json.dumps({"base": "parent.json", "name": "child_cfg",
+                                                "train": {"batch_size": 3}}))
+    monkeypatch.chdir(tmp_path)  # the working directory has no parent.json
+    cfg = load_config_file(sub / "child.json")
+    assert cfg.name == "child_cfg" and cfg.train.batch_size == 3
+    assert cfg.model == get_config("faces_gen_small").model
+    # and the zoo loader takes the file (fresh weights)
+    from jiio_zoo import load
+
+    model = load(str(sub / "child.json"), pretrained=False)
+    assert model.config == cfg
+
+
+def test_base_cycle_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps({"base": "b.json"}))
+    (tmp_path / "b.json").write_text(json.dumps({"base": "a.json"}))
+    (tmp_path / "self.json").write_text(json.dumps({"base": "self.json"}))
+    for name in ("a.json", "self.json"):
+        with pytest.raises(ConfigError, match="is its own base") as info:
+            load_config_file(tmp_path / name)
+        assert "\n" not in str(info.value) and name in str(info.value)
