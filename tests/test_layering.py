@@ -42,3 +42,33 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "mod.py"
     bad.write_text("import numpy\nfrom jiio_tasks.data import x\n", encoding="utf8")
     assert _imports(bad) == {"numpy", "jiio_tasks"}
+
+
+FAMILIES = ("generative", "adversarial", "meta")
+
+
+def _task_modules(path: Path) -> set[str]:
+    """``jiio_tasks.<sub>`` names imported by ``path`` (absolute imports only)."""
+    tree = ast.parse(path.read_text(encoding="utf8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        out.update(n.split(".")[1] for n in names if n.startswith("jiio_tasks.") and n.count(".") >= 1)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_task_families_never_import_each_other(family: str) -> None:
+    offenders = {}
+    for path in sorted((ROOT / "jiio_tasks" / family).rglob("*.py")):
+        bad = sorted(_task_modules(path) & (set(FAMILIES) - {family}))
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert not offenders, f"jiio_tasks.{family} imports other families: {offenders}"
+
+
+def test_the_family_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "mod.py"
+    bad.write_text("from jiio_tasks.adversarial.train import x\nimport jiio_tasks.meta\n", encoding="utf8")
+    assert _task_modules(bad) == {"adversarial", "meta"}

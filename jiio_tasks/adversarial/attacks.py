@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jiio_core.accelerators import AndersonI
 from jiio_core.baselines import DEQSolver
 from jiio_core.constraint import Box, Intersection, L2Ball
 from jiio_core.damping import Damping
@@ -27,6 +26,7 @@ from jiio_core.outer import AdjointShortcut
 from jiio_core.problem import JointProblem, JointSolution
 from jiio_zoo.model import ZooModel
 from jiio_zoo.objectives import AdversarialObjective
+from jiio_zoo.recipe import deq_solver, settings
 
 __all__ = [
     "AttackResult",
@@ -97,12 +97,8 @@ def deq_logits(model: ZooModel, images: Tensor, deq: DEQSolver) -> Tensor:
 
 
 def default_deq(model: ZooModel) -> DEQSolver:
-    s = model.config.solver
-    return DEQSolver(
-        accelerator=AndersonI(memory=s.anderson_memory),
-        max_iter=s.forward_threshold,
-        backward_max_iter=s.backward_threshold,
-    )
+    """The config's DEQ solver (:func:`jiio_zoo.recipe.deq_solver`)."""
+    return deq_solver(model)
 
 
 @attrs.frozen(eq=False)
@@ -179,39 +175,43 @@ class PGDAttack:
 @attrs.frozen
 class JIIOAttack:
     """JIIO: minimise ``−CE(h(z), y)`` over ``δ`` jointly with ``z = f(z, clean + δ)`` (eq. 26),
-    with the normalised x-step of the original code, inside :func:`pixel_ball`. ``damping``
-    defaults to the config's ``(α_z, α_μ, α_x)`` and its late ``α_x``."""
+    inside :func:`pixel_ball`, with the config's solve recipe (:mod:`jiio_zoo.recipe`: its
+    accelerator, memory, x-step kind, damping and late ``α_x``). ``memory`` and ``damping``
+    override the config's when given."""
 
     eps: float
     iterations: int = 40
-    memory: int = 10
+    memory: int | None = None
     damping: Damping | None = None
 
-    def problem(self, model: ZooModel, shortcut_refine: int = 0) -> JointProblem:
-        s = model.config.solver
-        damping = self.damping
-        if damping is None:
-            az, amu, ax = s.damping
-            damping = Damping(z=az, mu=amu, x=ax, x_late=s.damping_x_switch, switch_at=s.damping_x_switch_iter)
-        return JointProblem(
+    def problem(self, model: ZooModel, shortcut_refine: int = 0, jacobian_penalty: bool = False) -> JointProblem:
+        """The joint problem; ``jacobian_penalty`` adds the config's Jacobian penalty at a random
+        iterate (``JointSolution.jacobian_penalty``, for training)."""
+        overrides: dict[str, object] = {"tol": 0.0}
+        if self.memory is not None:
+            overrides["memory"] = self.memory
+        if self.damping is not None:
+            d = self.damping
+            overrides.update(damping=(d.z, d.mu, d.x), x_late=d.x_late, switch_at=d.switch_at)
+        return settings(model.config, iterations=self.iterations, **overrides).problem(
             model.layer,
             AdversarialObjective(model.head),
-            accelerator=AndersonI(memory=self.memory),
-            damping=damping,
             outer=AdjointShortcut(refine_steps=shortcut_refine),
-            max_iter=self.iterations,
-            tol=0.0,
             x_shape=model.x_shape,
-            normalized_x_step=True,
+            jacobian_penalty=jacobian_penalty,
         )
 
-    def solve(self, model: ZooModel, clean: Tensor, labels: Tensor) -> JointSolution:
+    def solve(self, model: ZooModel, clean: Tensor, labels: Tensor, *, jacobian_penalty: bool = False,
+              generator: torch.Generator | None = None) -> JointSolution:
         """The joint solution with δ as ``x`` (differentiable in θ by the adjoint shortcut when
-        grad is enabled); the model's context is the clean batch during the call only."""
-        problem = self.problem(model)
+        grad is enabled); the model's context is the clean batch during the call only.
+        ``jacobian_penalty``: also the Jacobian penalty at a random iterate, drawn with
+        ``generator`` (default: torch's global stream)."""
+        problem = self.problem(model, jacobian_penalty=jacobian_penalty)
         model.set_context(clean)
         try:
-            return problem.solve(labels, torch.zeros_like(clean), constraint=pixel_ball(clean, self.eps))
+            return problem.solve(labels, torch.zeros_like(clean), constraint=pixel_ball(clean, self.eps),
+                                 generator=generator)
         finally:
             model.set_context(None)
 

@@ -1,7 +1,11 @@
 """Adversarial training of a zoo DEQ classifier: clean, PGD or JIIO (eq. 26).
 
 Every step draws a batch, builds its adversarial examples with the chosen adversary (none for
-clean training) and takes an Adam step on the cross-entropy of the DEQ at those examples.
+clean training) and takes a step of the config's optimiser (:func:`jiio_zoo.recipe.make_optimizer`)
+on the cross-entropy of the DEQ at those examples plus ``λ ·`` the Jacobian penalty (paper
+Appendix A.1; λ = the config's ``jac_reg`` unless overridden): a Hutchinson estimate of
+``‖∂f/∂z‖_F²/N`` at the DEQ equilibrium of those examples, or, with the JIIO shortcut gradient, at
+a random iterate of the joint solve. λ = 0 computes no penalty.
 
 For JIIO two gradients are offered (``jiio_gradient``):
 
@@ -19,6 +23,13 @@ Launched by ``torchrun`` (see docs/distributed.md), every rank draws the same gl
 trains on its shard through ``DistributedDataParallel`` around :class:`TrainingStep`, and rank 0
 alone writes the run directory; the saved state is that of the unwrapped model, so a run can be
 resumed with any number of processes.
+
+The penalty's randomness comes from a generator seeded by :func:`penalty_seed` ``(seed, step)``,
+not from torch's global stream: a resumed run draws the same probes, the batches drawn are those
+of a run without the penalty, and the probes of a sample do not depend on which rank holds it
+(:class:`PenaltyDraw`), so a data-parallel step at the equilibrium equals the single-process
+one. (The JIIO shortcut's random iterate is drawn per shard: there a data-parallel step equals
+the single-process one in distribution only.)
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import attrs
 import torch
@@ -42,10 +53,12 @@ from jiio_tasks.adversarial.attacks import (
     evaluating,
 )
 from jiio_tasks.distributed import DistEnv
+from jiio_tasks.penalty import PenaltyDraw, penalty_seed
 from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
 from jiio_zoo.model import ZooModel, build_model
+from jiio_zoo.recipe import make_optimizer, settings
 
 Method = Literal["clean", "pgd", "jiio"]
 METHODS: tuple[Method, ...] = ("clean", "pgd", "jiio")
@@ -69,9 +82,22 @@ def _pos(_: object, a: attrs.Attribute[Any], value: object) -> None:
         raise ValueError(f"{a.name} must be a finite number > 0, got {value!r}")
 
 
+def _check_jac_reg(value: object, what: str = "jac_reg must be") -> float:
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or value < 0):
+        raise ValueError(f"{what} a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _opt_jac_reg(_: object, a: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_jac_reg(value, f"AdvTrainConfig.{a.name} (λ of the Jacobian penalty) must be None (the config's) or")
+
+
 @attrs.frozen(kw_only=True)
 class AdvTrainConfig:
-    """One adversarial-training run. ``eps``/``batch_size``/``lr`` default to the zoo config."""
+    """One adversarial-training run. ``eps``/``batch_size``/``lr``/``jac_reg`` default to the zoo
+    config (``lr`` is that of the config's optimiser, :func:`jiio_zoo.recipe.make_optimizer`)."""
 
     config: str = "digits_adv_small"
     method: Method = attrs.field(default="jiio", validator=_one_of(*METHODS))
@@ -96,6 +122,8 @@ class AdvTrainConfig:
     max_minutes: float | None = None
     """Stop (after saving the state) once this much training time has been spent; the run
     can be resumed later with the same command."""
+    jac_reg: float | None = attrs.field(default=None, validator=_opt_jac_reg)
+    """λ of the Jacobian penalty (``None``: the config's ``train.jac_reg``; 0: no penalty)."""
 
     def resolved(self) -> dict[str, Any]:
         zc = get_config(self.config)
@@ -108,6 +136,7 @@ class AdvTrainConfig:
             "batch_size": self.batch_size or zc.train.batch_size,
             "lr": self.lr or zc.train.learning_rate,
             "jiio_iterations": self.jiio_iterations or zc.solver.jiio_iterations,
+            "jac_reg": float(zc.train.jac_reg if self.jac_reg is None else self.jac_reg),
         }
 
 
@@ -151,16 +180,41 @@ def eval_subset(images: Tensor, labels: Tensor, size: int, seed: int = 0) -> tup
     return images[perm], labels[perm]
 
 
+class StepLoss(NamedTuple):
+    """One training step's loss on a shard (what to differentiate), the examples it was taken
+    at, and for logging (detached, the same reduction as ``loss``) the cross-entropy part and
+    the shard's *sum* of the per-sample Jacobian penalty (0 when λ = 0)."""
+
+    loss: Tensor
+    examples: Tensor
+    task_loss: Tensor
+    jacobian_sum: Tensor
+
+
+def _reduce(per_sample: Tensor, global_batch: int | None) -> Tensor:
+    return per_sample.mean() if global_batch is None else per_sample.sum() / global_batch
+
+
 def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str, Any],
-                  global_batch: int | None = None) -> tuple[Tensor, Tensor]:
-    """The loss of one training step for ``cfg["method"]`` and the images it was computed at.
+                  global_batch: int | None = None, *, draw: PenaltyDraw | None = None) -> StepLoss:
+    """The loss of one training step for ``cfg["method"]``, the images it was computed at, and
+    its parts (:class:`StepLoss`).
 
     The loss is the mean over ``images``; with ``global_batch`` it is the sum over ``images``
     divided by ``global_batch``: this shard's part of the mean over a global batch split over
     ranks (whose gradients are then summed). Each sample's cotangent is then the same as in
     one process, which matters because the implicit backward solve stops at an absolute
-    tolerance: scaling its right-hand side changes where it stops."""
+    tolerance: scaling its right-hand side changes where it stops.
+
+    ``cfg["jac_reg"]`` (λ; default the model config's ``train.jac_reg``) > 0 adds ``λ ·`` the
+    Jacobian penalty, reduced like the cross-entropy: at the DEQ equilibrium of the examples
+    (``draw.penalty``) or, for ``jiio`` with the ``shortcut`` gradient, at a random iterate of
+    the joint solve. ``draw`` (default: seeded from torch's global stream) holds its randomness
+    and this shard's rows of the global batch."""
     method = cfg["method"]
+    lam = _check_jac_reg(cfg["jac_reg"] if cfg.get("jac_reg") is not None else model.config.train.jac_reg)
+    if lam > 0 and draw is None:
+        draw = PenaltyDraw.from_global_stream()
     deq = default_deq(model)
     adv = images
     if method == "pgd":
@@ -168,46 +222,73 @@ def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str
     elif method == "jiio":
         attack = JIIOAttack(cfg["eps"], iterations=cfg["jiio_iterations"])
         if cfg["jiio_gradient"] == "shortcut":
+            gen = None if draw is None or lam == 0 else draw.joint_generator(images.device)
             with torch.enable_grad():
-                sol = attack.solve(model, images, labels)
-            outer = sol.outer_loss
-            loss = outer.mean() if global_batch is None else outer.sum() / global_batch
-            return loss, images + sol.x.detach()
+                sol = attack.solve(model, images, labels, jacobian_penalty=gen is not None, generator=gen)
+            task = _reduce(sol.outer_loss, global_batch)
+            if gen is None:
+                return StepLoss(task, images + sol.x.detach(), task.detach(), images.new_zeros(()))
+            if sol.jacobian_penalty is None:
+                raise RuntimeError("the JIIO solve returned no Jacobian penalty")
+            pen = sol.jacobian_penalty
+            return StepLoss(task + lam * _reduce(pen, global_batch), images + sol.x.detach(), task.detach(),
+                            pen.detach().sum())
         adv, _ = attack.perturb(model, images, labels)
-    logits = deq_logits(model, adv, deq)
+    z = deq.solve(model.layer, adv).z
+    logits = model.head(z)
     if global_batch is None:
-        return F.cross_entropy(logits, labels), adv
-    return F.cross_entropy(logits, labels, reduction="sum") / global_batch, adv
+        task = F.cross_entropy(logits, labels)
+    else:
+        task = F.cross_entropy(logits, labels, reduction="sum") / global_batch
+    if lam == 0 or draw is None:
+        return StepLoss(task, adv, task.detach(), images.new_zeros(()))
+    pen = draw.penalty(model.layer, z, adv, probes=settings(model.config).jacobian_probes)
+    return StepLoss(task + lam * _reduce(pen, global_batch), adv, task.detach(), pen.detach().sum())
 
 
 class TrainingStep(nn.Module):
     """:func:`training_loss` as a module: what ``DistributedDataParallel`` wraps, since DDP
     synchronises the gradients of the parameters used in its wrapped module's ``forward``.
-    ``global_batch`` as in :func:`training_loss` (then wrap with ``reduce="sum"``). Its state
-    dict is the model's under the prefix ``model.``: checkpoint ``self.model``."""
+    ``global_batch`` as in :func:`training_loss` (then wrap with ``reduce="sum"``);
+    ``shard_start`` is the first row of this rank's shard in the global batch (the rows of the
+    Jacobian penalty's probes it takes). Its state dict is the model's under the prefix
+    ``model.``: checkpoint ``self.model``."""
 
-    def __init__(self, model: ZooModel, cfg: dict[str, Any], global_batch: int | None = None) -> None:
+    def __init__(self, model: ZooModel, cfg: dict[str, Any], global_batch: int | None = None,
+                 shard_start: int = 0) -> None:
         super().__init__()
         if global_batch is not None and (not isinstance(global_batch, int) or global_batch < 1):
             raise ValueError(f"global_batch must be an int >= 1 or None, got {global_batch!r}")
+        if not isinstance(shard_start, int) or shard_start < 0 or (global_batch is not None
+                                                                   and shard_start >= global_batch):
+            raise ValueError(f"shard_start must be an int in [0, global_batch), got {shard_start!r}")
         self.model = model
         self.cfg = dict(cfg)
         self.global_batch = global_batch
+        self.shard_start = shard_start
 
-    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        return training_loss(self.model, images, labels, self.cfg, self.global_batch)
+    def forward(self, images: Tensor, labels: Tensor, seed: int | None = None) -> StepLoss:
+        """The step's :class:`StepLoss`; ``seed`` (e.g. :func:`penalty_seed`) seeds the Jacobian
+        penalty's randomness (default: drawn from torch's global stream when λ > 0)."""
+        draw = None if seed is None else PenaltyDraw(seed, self.shard_start, self.global_batch)
+        return training_loss(self.model, images, labels, self.cfg, self.global_batch, draw=draw)
 
 
-def optimizer_step(step: nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor) -> float:
-    """One Adam (or other) step on ``step(images, labels)``'s loss; returns the loss. ``step``
+def optimizer_step(step: nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor,
+                   seed: int | None = None, stats: dict[str, float] | None = None) -> float:
+    """One optimiser step on ``step(images, labels, seed)``'s loss; returns the loss. ``step``
     is a :class:`TrainingStep`, or one wrapped by :meth:`DistEnv.wrap` (then ``images`` and
     ``labels`` are this rank's shard, the gradient is combined over the ranks before the
-    step, and the loss returned is this rank's)."""
-    loss, _ = step(images, labels)
+    step, and the loss returned is this rank's). ``stats``, if given, receives this rank's
+    ``task_loss`` (the cross-entropy part of the loss) and ``jacobian_sum``."""
+    out: StepLoss = step(images, labels, seed)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    out.loss.backward()
     opt.step()
-    return float(loss.detach())
+    if stats is not None:
+        stats["task_loss"] = float(out.task_loss)
+        stats["jacobian_sum"] = float(out.jacobian_sum)
+    return float(out.loss.detach())
 
 
 def accuracy(model: ZooModel, images: Tensor, labels: Tensor, attack: JIIOAttack | PGDAttack | None,
@@ -241,7 +322,11 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
     ``env`` (default: a single process on the CPU) is this process's place in a data-parallel
     job: every rank draws the same global batch of ``batch_size`` items and trains on its equal
     shard; only the main rank writes to ``run``; the final accuracies are computed on shards of
-    the evaluation set and summed over the ranks."""
+    the evaluation set and summed over the ranks.
+
+    The history logs ``loss``, the cross-entropy part of the step's loss (the Lagrangian value
+    with the JIIO shortcut) over the global batch, and, when λ > 0, ``jacobian``, the mean
+    Jacobian penalty (the step minimises ``loss + λ · jacobian``)."""
     env = DistEnv() if env is None else env
     cfg = config.resolved()
     env.shard_bounds(cfg["batch_size"], name="batch_size")
@@ -252,7 +337,7 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
 
         load_into(model, config.init)
     model.to(env.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    opt = make_optimizer(model.parameters(), model.config, lr=cfg["lr"])
     # every rank restores the same state (model, optimiser, the RNG that draws the batches)
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
@@ -265,7 +350,9 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
     ev_x, ev_y = eval_subset(te_x, te_y, n_eval)
     # each rank's loss is its shard's part of the global mean, so gradients are summed
     global_batch = cfg["batch_size"] if env.is_distributed else None
-    step_module = env.wrap(TrainingStep(model, cfg, global_batch), reduce="sum")
+    lam = cfg["jac_reg"]
+    shard_start, _ = env.shard_bounds(cfg["batch_size"], name="batch_size")
+    step_module = env.wrap(TrainingStep(model, cfg, global_batch, shard_start), reduce="sum")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                disable=not (progress and env.is_main), desc=f"train adversarial/{config.method}")
     model.train()
@@ -275,17 +362,24 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
         idx = env.shard(torch.randint(0, len(tr_y), (cfg["batch_size"],)))
         x, y = tr_x[idx].to(env.device), tr_y[idx].to(env.device)
         model.train()
+        stats: dict[str, float] = {}
+        # the penalty's seed is a function of (seed, step): same on every rank and on resume
+        seed = penalty_seed(config.seed, step) if lam > 0 else None
         with env.rank_rng(config.seed, step), _default_device(env.device):
-            lv = optimizer_step(step_module, opt, x, y)
+            optimizer_step(step_module, opt, x, y, seed, stats)
         elapsed += time.perf_counter() - t0
         if env.is_distributed:
-            lv = env.sum({"loss": lv})["loss"]
+            stats = env.sum(stats)
             elapsed = env.max({"seconds": elapsed})["seconds"]
+        lv = stats["task_loss"]
+        logged = {"loss": lv}
+        if lam > 0:
+            logged["jacobian"] = stats["jacobian_sum"] / cfg["batch_size"]
         done = step + 1
-        bar.set_postfix(loss=f"{lv:.3f}")
+        bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()})
         out_of_time = config.max_minutes is not None and elapsed >= 60.0 * config.max_minutes
         if env.is_main and (done % config.log_every == 0 or done == config.steps or out_of_time):
-            run.log(done, loss=lv, seconds=elapsed)
+            run.log(done, **logged, seconds=elapsed)
         if env.is_main and (done % config.save_every == 0 or done == config.steps or out_of_time):
             run.save_state(done, {"model": model}, {"opt": opt}, {"seconds": elapsed})
         if out_of_time:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,9 @@ def register(commands: Any) -> None:
     p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time (default: %(default)s)")
     p.add_argument("--adam-steps", type=int, default=40,
                    help="steps of the Adam latent-inversion baseline, each a full DEQ solve (default: %(default)s)")
-    p.add_argument("--adam-lr", type=float, default=0.05,
-                   help="learning rate of the Adam baseline (default: %(default)s)")
+    p.add_argument("--adam-lrs", type=_float_list, default=(0.1, 0.2, 0.4, 0.8),
+                   help="comma-separated starting grid of the Adam baseline's learning rate; the grid "
+                   "is extended until the best rate is interior (default: 0.1,0.2,0.4,0.8)")
     p.add_argument("--count", type=int, default=20, help="held-out images to use (default: %(default)s)")
     _common(p)
     p.set_defaults(handler=_eval_generative)
@@ -248,6 +250,16 @@ def _train_generative(args: argparse.Namespace) -> int:
     return _train(args, "generative")
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
 def _train_inverse(args: argparse.Namespace) -> int:
     return _train(args, "supervised")
 
@@ -259,9 +271,17 @@ def _eval_generative(args: argparse.Namespace) -> int:
     model, source = _model_and_source(args.weights, "test", args, weights=True)
     result = evaluate_generative(
         model, source.first(args.count), Path(args.out), iterations=args.iterations,
-        adam_steps=args.adam_steps, adam_lr=args.adam_lr,
+        adam_steps=args.adam_steps, adam_lrs=args.adam_lrs,
     )
     print(json.dumps(result, indent=2))
+    bench = result["jiio_vs_adam"]
+    if bench.get("speedup") is not None:
+        print(f"JIIO-{bench['jiio_iterations_to_adam_loss']} vs Adam-{bench['adam_steps']} (lr {bench['adam_lr']:g}), "
+              f"both scored at equilibrium: {bench['speedup']:.1f}x CPU time (min {bench['ratio_min']:.1f}, "
+              f"max {bench['ratio_max']:.1f})", file=sys.stderr)
+    else:
+        print(f"JIIO did not reach Adam-{bench['adam_steps']}'s loss at equilibrium within "
+              f"{args.iterations} iterations: no speed-up", file=sys.stderr)
     return 0
 
 

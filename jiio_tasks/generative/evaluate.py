@@ -11,7 +11,9 @@ Adam step one forward and one backward DEQ solve).
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from jiio_core import Adam, AndersonI, DEQSolver, optimize_input
+from jiio_core import Adam, optimize_input
 from jiio_tasks.generative.data import from_model, to_model
 from jiio_tasks.generative.density import fit_gmm, fit_latent_vae
 from jiio_tasks.generative.features import FeatureSpace
@@ -31,8 +33,10 @@ from jiio_tasks.generative.objectives import MeasurementObjective
 from jiio_tasks.generative.operators import CORRUPTIONS, Measurement, corruption, mse, psnr
 from jiio_tasks.generative.problem import jiio_problem
 from jiio_tasks.runs import RunDir
+from jiio_tasks.speed import compare, cpu_seconds
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
+from jiio_zoo.recipe import deq_solver
 
 __all__ = [
     "decode_latents",
@@ -83,7 +87,8 @@ def infer(
     chunk: int = 16,
     x0: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """JIIO latents for model-range observations: returns ``(x*, h(z*), ℓ*)`` (no grad).
+    """JIIO latents for model-range observations: returns ``(x*, h(z*(x*)), ℓ*)`` (no grad),
+    the image and loss at the DEQ equilibrium of the returned latents (re-solved to 1e-5).
     ``x0`` (``(B, *x_shape)``, default zeros) is the starting latent, e.g. an encoder's mean."""
     if x0 is not None and x0.shape != (observed.shape[0], *model.x_shape):
         raise ValueError(
@@ -99,16 +104,17 @@ def infer(
             if operator is not None:
                 objective.operator = operator.select(start, start + chunk)
             sol = problem.solve(part, None if x0 is None else x0[start : start + chunk].to(part.dtype))
+            # scored at the equilibrium of the returned latents, not at the joint iterate
+            eq = problem.equilibrium(part, sol.x, tol=1e-5, z0=sol.z)
             xs.append(sol.x)
-            outs.append(model.decode(sol.z))
-            losses.append(sol.loss)
+            outs.append(model.decode(eq.z))
+            losses.append(eq.loss)
     return torch.cat(xs), torch.cat(outs), torch.cat(losses)
 
 
 def decode_latents(model: ZooModel, x: Tensor, *, chunk: int = 64) -> Tensor:
     """``h(z*(x))`` by a forward DEQ solve (model range), ``chunk`` latents at a time."""
-    s = model.config.solver
-    deq = DEQSolver(accelerator=AndersonI(memory=s.anderson_memory), max_iter=4 * s.forward_threshold, tol=1e-5)
+    deq = deq_solver(model, max_iter=4 * model.config.solver.forward_threshold, tol=1e-5)
     with torch.no_grad():
         return torch.cat([model.decode(deq.solve(model.layer, part).z) for part in x.split(chunk)])
 
@@ -124,66 +130,99 @@ def _running_best(trace: Tensor) -> Tensor:
     return out
 
 
+JIIO_ITERATIONS: tuple[int, ...] = (*range(4, 33, 2), 36, 40, 48, 56, 64, 80, 100)
+"""The JIIO iteration counts :func:`jiio_vs_adam` scores (up to its ``iterations``)."""
+
+
 def jiio_vs_adam(
     model: ZooModel,
     images: Tensor,
     *,
     iterations: int = 100,
     adam_steps: int = 40,
-    adam_lr: float = 0.05,
+    adam_lrs: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8),
+    repeats: int = 3,
+    equilibrium_tol: float = 1e-5,
     plot: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    adam_reference: tuple[float, dict[float, float]] | None = None,
+    time_it: bool = True,
 ) -> dict[str, Any]:
-    """Latent inversion of ``images`` ([0, 1]) by JIIO and by Adam on a DEQ (each step a full
-    forward and backward solve); the cost is the per-pixel mean squared error in the model's
-    range, averaged over the batch of each method's best-so-far iterate."""
+    """Latent inversion of ``images`` ([0, 1]) by JIIO and by Adam over the DEQ (each step a
+    full forward and backward solve), compared by the fair procedure of
+    :mod:`jiio_tasks.speed`: both scored by the per-pixel MSE at the DEQ equilibrium of the
+    latents they return (re-solved to ``equilibrium_tol``); Adam-``adam_steps``'s learning rate
+    swept from ``adam_lrs`` until the best is interior; ``k*`` = the fewest JIIO iterations
+    (of :data:`JIIO_ITERATIONS` up to ``iterations``) from which on JIIO's score stays at or
+    below the best Adam's; both then timed by CPU time over ``repeats`` interleaved runs.
+    The JIIO solve's cost is also given in plain DEQ forward solves (the config's solver).
+    ``overrides`` change JIIO's solve settings (see :func:`~jiio_tasks.generative.problem.jiio_problem`).
+    ``adam_reference`` reuses the ``(adam_lr, adam_lr_sweep)`` of an earlier call on the same
+    images (to compare several JIIO settings against one Adam sweep); ``time_it=False`` skips
+    the timing (then only ``k*`` and the scores are returned)."""
     y = to_model(images, _activation(model))
     model.eval()
     objective = MeasurementObjective(model.head)
-    problem = jiio_problem(model, objective, iterations=iterations, tol=0.0)
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        sol = problem.solve(y)
-        t_jiio = time.perf_counter() - t0
-    jiio_curve = _running_best(sol.trace.cost).mean(1)
-    s = model.config.solver
-    deq = DEQSolver(
-        accelerator=AndersonI(memory=s.anderson_memory),
-        max_iter=s.forward_threshold,
-        backward_max_iter=s.backward_threshold,
-    )
-    x0 = torch.zeros(y.shape[0], *model.x_shape, dtype=y.dtype)
-    t0 = time.perf_counter()
-    res = optimize_input(model.layer, objective, y, x0, Adam(adam_lr), adam_steps, deq=deq)
-    t_adam = time.perf_counter() - t0
-    adam_curve = _running_best(res.trace).mean(1)
-    target = float(res.loss.mean())  # Adam's final (best) loss
-    k = len(jiio_curve)
-    t_j = [(i + 1) * t_jiio / k for i in range(k)]
-    t_a = [(i + 1) * t_adam / adam_steps for i in range(adam_steps)]
-    reached = (jiio_curve <= target).nonzero()
-    t_reach = t_j[int(reached[0])] if len(reached) else None
+    deq = deq_solver(model)
+    x0 = torch.zeros(y.shape[0], *model.x_shape, dtype=y.dtype, device=y.device)
+    scorer = jiio_problem(model, objective, iterations=1)
+
+    def score(x: Tensor) -> float:
+        return float(scorer.equilibrium(y, x, tol=equilibrium_tol, max_iter=500).loss.mean())
+
+    def adam(lr: float) -> Tensor:
+        x: Tensor = optimize_input(model.layer, objective, y, x0, Adam(lr), adam_steps, deq=deq).x
+        return x
+
+    def jiio(k: int) -> Tensor:
+        with torch.no_grad():
+            x: Tensor = jiio_problem(model, objective, iterations=k, tol=0.0, overrides=overrides).solve(y).x
+        return x
+
+    ks = [k for k in JIIO_ITERATIONS if k < iterations] + [iterations]
+    cmp = compare(adam, jiio, score, step_sizes=adam_lrs, iterations=ks, repeats=repeats,
+                  reference=adam_reference, time_it=time_it)
+    k_star = cmp["jiio_iterations_to_baseline_loss"]
+    jiio_scores = {int(k): v for k, v in cmp["jiio_scores"].items()}
+    target = cmp["baseline_loss"]
+    best_lr = cmp["baseline_step_size"]
     result: dict[str, Any] = {
         "images": int(y.shape[0]),
-        "jiio_iterations": k,
-        "jiio_seconds": t_jiio,
-        "jiio_final_loss": float(sol.loss.mean()),
+        "score": f"per-pixel MSE at the DEQ equilibrium of the returned latents (tol {equilibrium_tol:g})",
         "adam_steps": adam_steps,
-        "adam_lr": adam_lr,
-        "adam_seconds": t_adam,
-        "adam_final_loss": target,
-        "jiio_seconds_to_adam_loss": t_reach,
-        "speedup_to_equal_loss": None if t_reach is None else t_adam / t_reach,
-        "speedup_full_runs": t_adam / t_jiio,
+        "adam_lr": best_lr,
+        "adam_lr_sweep": cmp["baseline_sweep"],
+        "adam_loss": target,
+        "jiio_scores": cmp["jiio_scores"],
+        "jiio_iterations_to_adam_loss": k_star,
+        "adam_reference": cmp["reference"],
     }
+    if "ratio_median" in cmp:
+        x_star = jiio(k_star)
+        fwd = statistics.median(cpu_seconds(lambda: deq.solve(model.layer, x_star))[0] for _ in range(repeats))
+        result.update({
+            "jiio_loss": cmp["jiio_loss"],
+            **{k: v for k, v in cmp.items() if k.startswith(("baseline_cpu", "jiio_cpu", "ratio_"))},
+            "speedup": cmp["ratio_median"],
+            "forward_solve_cpu_seconds": fwd,
+            "jiio_in_forward_solves": cmp["jiio_cpu_median"] / fwd,
+            "adam_in_forward_solves": cmp["baseline_cpu_median"] / fwd,
+        })
     if plot is not None:
+        per_iter = (result["jiio_cpu_median"] / k_star) if "speedup" in result else None
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(t_j, jiio_curve.tolist(), label=f"JIIO ({k} iters)")
-        ax.plot(t_a, adam_curve.tolist(), label=f"Adam ({adam_steps} steps, lr {adam_lr:g})")
-        ax.axhline(target, color="gray", lw=0.6, ls="--")
-        ax.set_xlabel("wall-clock time (s)")
-        ax.set_ylabel("cost: MSE, best so far")
+        if per_iter is not None:
+            ax.plot([k * per_iter for k in jiio_scores], list(jiio_scores.values()), "o-", ms=3,
+                    label="JIIO, k iterations")
+            ax.plot([result["baseline_cpu_median"]], [target], "s", label=f"Adam-{adam_steps} (lr {best_lr:g})")
+            ax.set_xlabel("CPU time (s)")
+        else:
+            ax.plot(list(jiio_scores), list(jiio_scores.values()), "o-", ms=3, label="JIIO")
+            ax.set_xlabel("JIIO iterations")
+        ax.axhline(target, color="gray", lw=0.6, ls="--", label="best Adam, at equilibrium")
+        ax.set_ylabel("MSE at equilibrium")
         ax.set_yscale("log")
-        ax.legend()
+        ax.legend(fontsize=8)
         ax.set_title(f"{model.name}: latent inversion of {y.shape[0]} images", fontsize=9)
         fig.tight_layout()
         plot.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +239,7 @@ def evaluate_generative(
     *,
     iterations: int = 100,
     adam_steps: int = 40,
-    adam_lr: float = 0.05,
+    adam_lrs: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8),
     bench_images: int = 8,
 ) -> dict[str, Any]:
     """Held-out reconstruction MSE/PSNR by JIIO (``iterations``), a reconstruction grid, and
@@ -225,7 +264,7 @@ def evaluate_generative(
         "reconstruction_seconds": seconds,
     }
     result["jiio_vs_adam"] = jiio_vs_adam(
-        model, images[:bench_images], iterations=iterations, adam_steps=adam_steps, adam_lr=adam_lr,
+        model, images[:bench_images], iterations=iterations, adam_steps=adam_steps, adam_lrs=adam_lrs,
         plot=out / "cost_vs_time.png",
     )
     RunDir(out).update(final=result)

@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from jiio_core import AndersonI, DEQSolver, hutchinson_jacobian_norm
+from jiio_core import hutchinson_jacobian_norm
 from jiio_tasks.generative.data import ImageSource
 from jiio_tasks.generative.problem import image_shape
 from jiio_tasks.generative.vae import gaussian_kl
 from jiio_tasks.runs import RunDir
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
+from jiio_zoo.recipe import deq_solver
 
 __all__ = ["MDEQVAE", "ConvEncoder", "train_mdeq_vae"]
 
@@ -73,13 +74,7 @@ class MDEQVAE(nn.Module):
         self.decoder = decoder
         self.encoder = ConvEncoder(h, c, m.latent_dim, encoder_width)
         self.encoder_width = encoder_width
-        s = decoder.config.solver
-        self.deq = DEQSolver(
-            accelerator=AndersonI(memory=s.anderson_memory),
-            max_iter=s.forward_threshold,
-            tol=1e-4,
-            backward_max_iter=s.backward_threshold,
-        )
+        self.deq = deq_solver(decoder, tol=1e-4)
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         out: tuple[Tensor, Tensor] = self.encoder(images)

@@ -8,7 +8,8 @@
   :class:`jiio_core.ImplicitKKT` (the shortcut is available as a biased, measured option).
 
 Losses are means over pixels per sample (not sums), so ``μ*`` is the adjoint of a per-sample
-mean loss.
+mean loss; each declares the pixel count as its ``loss_scale``, so the solver's step sizes are
+those of the paper's summed loss.
 """
 
 from __future__ import annotations
@@ -52,3 +53,10 @@ class MeasurementObjective(InnerObjective):
                 f"has shape {tuple(y.shape)}"
             )
         return (out - y).pow(2).reshape(y.shape[0], -1).mean(dim=1)
+
+    def loss_scale(self, y: Any) -> float:
+        """A mean over the observation's values: ``ℓ · numel(one observation)`` is the summed
+        squared error, the paper's cost (so the config's ``α_x`` is the paper's)."""
+        if not isinstance(y, Tensor):
+            raise TypeError(f"MeasurementObjective expects the observation tensor as y, got {type(y).__name__}")
+        return float(y[0].numel())

@@ -1,33 +1,26 @@
-"""Building the JIIO problem of a zoo decoder from its config (Appendix C.3, C.4).
+"""The JIIO problem of a zoo decoder, built by the one recipe (:mod:`jiio_zoo.recipe`).
 
-Convention on the step size ``α_x``: the paper's code minimised the *sum* of the squared
-error over pixels (and batch), so its ``α_x`` (0.01 for CelebA) multiplies a gradient that is
-``D`` times larger than the gradient of our per-pixel *mean* loss (``D`` = pixels × channels
-of one image). :func:`jiio_problem` therefore uses ``α_x · D`` (and ``α_x_late · D``) so that
-the config's numbers mean what the paper's did.
+Step sizes: the losses here are per-pixel means that declare the pixel count ``D`` as their
+``loss_scale`` (:class:`~jiio_tasks.generative.objectives.MeasurementObjective`), so the core
+takes ``α_x`` steps on the gradient of the *summed* error, the paper's convention: the
+config's ``α_x`` means what the paper's did, with no rescaling here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-from jiio_core import (
-    AdjointShortcut,
-    AndersonI,
-    Damping,
-    FixedInput,
-    ImplicitKKT,
-    InnerObjective,
-    JacobianPenalty,
-    JointProblem,
-    OuterGradient,
-)
+from jiio_core import InnerObjective, JointProblem, OuterGradient
+from jiio_core.recipe import OUTER_GRADIENTS, SolveSettings
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
+from jiio_zoo.recipe import joint_problem
 
 __all__ = ["OUTER_CHOICES", "image_shape", "jiio_problem", "outer_gradient", "pixels"]
 
-OUTER_CHOICES = ("shortcut", "kkt", "fixed-input")
+OUTER_CHOICES = tuple(k for k in OUTER_GRADIENTS if k != "unrolled")
 
 
 def image_shape(model: ZooModel) -> tuple[int, int, int]:
@@ -49,14 +42,11 @@ def pixels(model: ZooModel) -> int:
 def outer_gradient(name: str) -> OuterGradient:
     """``shortcut`` (eq. 19, exact when outer = inner loss), ``kkt`` (eq. 16–17, exact for
     any outer loss) or ``fixed-input`` (IFT through the DEQ at fixed ``x*``; ignores
-    ``dx*/dθ``: the cheap approximation for supervised inverse problems)."""
-    if name == "shortcut":
-        return AdjointShortcut()
-    if name == "kkt":
-        return ImplicitKKT(max_iter=100, tol=1e-5)
-    if name == "fixed-input":
-        return FixedInput(max_iter=100, tol=1e-5)
-    raise ValueError(f"unknown outer gradient {name!r}; valid: {', '.join(OUTER_CHOICES)}")
+    ``dx*/dθ``: the cheap approximation for supervised inverse problems), with backward
+    solves of 100 iterations to a relative 1e-5."""
+    if name not in OUTER_CHOICES:
+        raise ValueError(f"unknown outer gradient {name!r}; valid: {', '.join(OUTER_CHOICES)}")
+    return SolveSettings(backward_max_iter=100, backward_tol=1e-5).make_outer(name)  # type: ignore[arg-type]
 
 
 def jiio_problem(
@@ -67,32 +57,20 @@ def jiio_problem(
     iterations: int | None = None,
     jacobian_penalty: bool = False,
     tol: float = 1e-6,
+    overrides: Mapping[str, Any] | None = None,
 ) -> JointProblem:
-    """The joint problem of the config: Anderson type I with the config's memory, damping
-    ``(α_z, α_μ, α_x·D)`` with the late ``α_x`` switch, ``iterations`` (default: the config's
-    ``jiio_iterations``) and, if asked, the Jacobian penalty at a random iterate in
-    ``[min(15, iterations // 2), iterations)``."""
-    s = model.config.solver
-    iters = s.jiio_iterations if iterations is None else iterations
-    d = pixels(model)
-    az, amu, ax = s.damping
-    late = None if s.damping_x_switch is None else s.damping_x_switch * d
-    switch = s.damping_x_switch_iter
-    if switch is not None and iterations is not None and iterations != s.jiio_iterations:
-        # keep the switch at the same fraction of the run (C.3: 65 of 100)
-        switch = max(1, round(switch * iters / s.jiio_iterations))
-    damping = Damping(
-        z=az, mu=amu, x=ax * d, x_late=late, switch_at=None if late is None else switch
-    )
-    penalty = JacobianPenalty(probes=2, start=min(15, iters // 2)) if jacobian_penalty else None
-    return JointProblem(
-        model.layer,
+    """:func:`jiio_zoo.recipe.joint_problem` for a decoder: the config's accelerator, memory,
+    damping and late-``α_x`` switch (at the config's iteration), ``iterations`` (default: the
+    config's ``jiio_iterations``), ``tol``, and, if asked, the Jacobian penalty at a random
+    iterate in ``[min(15, iterations // 2), iterations)``. ``overrides`` replace other
+    :class:`~jiio_core.recipe.SolveSettings` fields (e.g. ``{"damping": (0.8, 0.6, 0.04)}``)."""
+    image_shape(model)  # a decoder, or a clear error
+    return joint_problem(
+        model,
         objective,
-        accelerator=AndersonI(memory=s.anderson_memory),
-        damping=damping,
-        outer=AdjointShortcut() if outer is None else outer,
-        max_iter=iters,
+        iterations=iterations,
+        outer="shortcut" if outer is None else outer,
+        jacobian_penalty=jacobian_penalty,
         tol=tol,
-        x_shape=model.x_shape,
-        jacobian_penalty=penalty,
+        **dict(overrides or {}),
     )

@@ -29,6 +29,7 @@ from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
+from jiio_zoo.recipe import make_optimizer
 
 __all__ = ["GenerativeStep", "TrainSettings", "train"]
 
@@ -166,7 +167,7 @@ def train(
         jacobian_penalty=lam > 0,
     )
     corr = corruption(settings.corruption, scale) if supervised else None
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
+    opt = make_optimizer(model.parameters(), cfg, lr=lr)
     start, _ = run.resume({"model": model}, {"adam": opt})
     if start == 0:
         torch.manual_seed(settings.seed)

@@ -19,8 +19,8 @@ def _config(args: argparse.Namespace) -> Any:
         inner=InnerSettings(iterations=args.iterations, reg=args.reg, adam_steps=args.adam_steps,
                             adam_lr=args.adam_lr, deq_iterations=args.deq_iterations,
                             backward_iterations=args.backward_iterations,
-                            normalized_x_step=not args.plain_x_step),
-        maml_steps=args.maml_steps,
+                            normalized_x_step=False if args.plain_x_step else None),
+        maml_steps=args.maml_steps, jac_reg=getattr(args, "jac_reg", None),
     )
 
 
@@ -78,7 +78,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-shots", type=int, default=2,
                    help="query images per class (default: %(default)s)")
     p.add_argument("--lr", type=float, default=None,
-                   help="outer Adam learning rate (unused by eval) (default: the config's value; 1e-3 for maml)")
+                   help="outer learning rate (of the config's optimiser, Adam; unused by eval) (default: the "
+                   "config's value; 1e-3 for maml)")
     p.add_argument("--iterations", type=int, default=None, help="JIIO iterations (default: the config's)")
     p.add_argument("--reg", type=float, default=0.01,
                    help="weight of the ‖x‖² inner term (default: %(default)s)")
@@ -103,6 +104,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(commands: Any) -> None:
     p = commands.train.add_parser("meta", help="few-shot meta-training (JIIO / Adam DEQ / MAML)")
     _common(p)
+    p.add_argument("--jac-reg", type=float, default=None,
+                   help="λ of the Jacobian penalty (Hutchinson estimate of ‖∂f/∂z‖_F²/N, paper A.1) added "
+                   "to the outer loss of the DEQ methods (not maml); 0 turns it off (default: the config's "
+                   "jac_reg)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (resumably) after this many minutes of training time (default: no limit)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

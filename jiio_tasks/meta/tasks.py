@@ -68,3 +68,6 @@ class RegularizedFewShot(InnerObjective):
     def forward(self, z: State, x: Tensor, y: Any) -> Tensor:
         out: Tensor = self.ce(z, x, y) + self.weight * x.pow(2).sum(dim=1)
         return out
+
+    def loss_scale(self, y: Any) -> float:
+        return self.ce.loss_scale(y)

@@ -4,13 +4,21 @@ DEQ, and MAML on a small CNN (learn2learn).
 The outer loss of every method is the query cross-entropy. For the DEQ methods it is taken
 at the equilibrium of the query images under the task vector ``x*`` found from the support
 set; with ``FixedInput`` (the paper's choice) ``dx*/dθ`` is dropped, with ``ImplicitKKT`` it
-is kept (differentiating the whole augmented fixed point).
+is kept (differentiating the whole augmented fixed point). The DEQ methods add ``λ ·`` the
+Jacobian penalty (paper Appendix A.1; λ = the config's ``jac_reg`` unless overridden): a
+Hutchinson estimate of ``‖∂f/∂z‖_F²/N`` per task at the query images' equilibrium (``jiio``,
+``adam``) or at a random iterate of the joint solve (``jiio-kkt``); the config's optimiser
+(:func:`jiio_zoo.recipe.make_optimizer`) takes the outer step. The penalty's randomness is
+seeded by ``(seed, step)`` (:func:`jiio_tasks.penalty.penalty_seed`), so resumed
+and data-parallel runs draw what one uninterrupted process draws (``jiio-kkt``'s random iterate
+is drawn per shard: there a data-parallel step matches one process in distribution only).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import attrs
 import torch
@@ -18,19 +26,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from jiio_core.accelerators import AndersonII
 from jiio_core.baselines import Adam, DEQSolver, InputOptimizationResult, optimize_input
-from jiio_core.damping import Damping
-from jiio_core.outer import FixedInput, ImplicitKKT
 from jiio_core.problem import JointProblem, JointSolution
+from jiio_core.recipe import SolveSettings
 from jiio_tasks.distributed import DistEnv
 from jiio_tasks.meta.tasks import RegularizedFewShot, TaskBatch, sample_batch
+from jiio_tasks.penalty import PenaltyDraw, penalty_seed
 from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
 from jiio_zoo.injections import FiLMInjection
 from jiio_zoo.mdeq import MDEQLayer
 from jiio_zoo.model import ZooModel, build_model
+from jiio_zoo.recipe import make_optimizer, settings
 
 Method = Literal["jiio", "jiio-kkt", "adam", "maml"]
 METHODS: tuple[str, ...] = ("jiio", "jiio-kkt", "adam", "maml")
@@ -41,9 +49,9 @@ class InnerSettings:
     """Inner-loop settings of the DEQ methods.
 
     ``iterations``: JIIO iterations (``None``: the config's ``jiio_iterations``).
-    ``normalized_x_step``: JIIO moves ``x`` by ``α_x`` along the normalised ``J_xᵀμ`` (keeps
-    the task vector's step independent of the gradient's scale, which is tiny at
-    initialisation). ``adam_steps``/``adam_lr``: the Adam inner loop, each step a full DEQ
+    ``normalized_x_step``: ``None`` uses the config's ``x_step``; ``True``/``False`` override it
+    (normalised: JIIO moves ``x`` by ``α_x`` along the normalised ``J_xᵀμ``, which keeps the
+    task vector's step independent of the gradient's scale, tiny at initialisation). ``adam_steps``/``adam_lr``: the Adam inner loop, each step a full DEQ
     solve of ``deq_iterations`` iterations and an implicit backward. ``deq_iterations`` also
     bounds the query images' DEQ solve; ``backward_iterations`` its implicit backward
     (``None``: the config's ``backward_threshold``), both stopping at residual ``deq_tol``.
@@ -51,7 +59,7 @@ class InnerSettings:
 
     iterations: int | None = None
     reg: float = 0.01
-    normalized_x_step: bool = True
+    normalized_x_step: bool | None = None
     adam_steps: int = 20
     adam_lr: float = 0.1
     deq_iterations: int = 30
@@ -80,29 +88,32 @@ def query_part(batch: TaskBatch) -> TaskBatch:
     return TaskBatch(batch.images[:, s:], batch.labels[:, s:], 0)
 
 
+def _settings(model: ZooModel, inner: InnerSettings) -> SolveSettings:
+    """The config's solve recipe with the inner-loop overrides of ``inner``."""
+    overrides: dict[str, object] = {
+        "tol": 0.0,
+        "backward_tol": inner.deq_tol,
+        "forward_max_iter": inner.deq_iterations,
+        "forward_tol": inner.deq_tol,
+    }
+    if inner.normalized_x_step is not None:
+        overrides["x_step"] = "normalized" if inner.normalized_x_step else "gradient"
+    if inner.backward_iterations is not None:
+        overrides["backward_max_iter"] = inner.backward_iterations
+    return settings(model.config, iterations=inner.iterations, **overrides)
+
+
 def jiio_problem(model: ZooModel, support: int, inner: InnerSettings, kkt: bool = False) -> JointProblem:
-    s = model.config.solver
-    az, amu, ax = s.damping
-    return JointProblem(
+    return _settings(model, inner).problem(
         model.layer,
         RegularizedFewShot(model.head, support, inner.reg),
-        accelerator=AndersonII(memory=s.anderson_memory),
-        damping=Damping(z=az, mu=amu, x=ax, x_late=s.damping_x_switch, switch_at=s.damping_x_switch_iter),
-        outer=ImplicitKKT(max_iter=s.backward_threshold, tol=1e-4)
-        if kkt
-        else FixedInput(max_iter=s.backward_threshold, tol=1e-4),
-        max_iter=inner.iterations or s.jiio_iterations,
-        tol=0.0,
+        outer="kkt" if kkt else "fixed-input",
         x_shape=model.x_shape,
-        normalized_x_step=inner.normalized_x_step,
     )
 
 
 def deq_solver(model: ZooModel, inner: InnerSettings) -> DEQSolver:
-    s = model.config.solver
-    return DEQSolver(accelerator=AndersonII(memory=s.anderson_memory), max_iter=inner.deq_iterations,
-                     tol=inner.deq_tol, backward_max_iter=inner.backward_iterations or s.backward_threshold,
-                     backward_tol=inner.deq_tol)
+    return _settings(model, inner).deq_solver()
 
 
 def jiio_inner(model: ZooModel, batch: TaskBatch, inner: InnerSettings) -> JointSolution:
@@ -155,27 +166,68 @@ def query_logits(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSetti
         model.set_context(None)
 
 
-def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings) -> tuple[Tensor, Tensor, Tensor]:
+class DEQForward(NamedTuple):
+    """What :func:`deq_forward` returns: query logits ``(B, Q, K)`` (differentiable in θ per
+    the method), the task vectors ``x*``, the per-task support loss (detached) and, when asked
+    for, the per-task Jacobian penalty ``(B,)`` (differentiable in θ; else ``None``)."""
+
+    logits: Tensor
+    x: Tensor
+    support_loss: Tensor
+    jacobian: Tensor | None = None
+
+
+def _query_forward(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings,
+                   draw: PenaltyDraw | None) -> tuple[Tensor, Tensor | None]:
+    """:func:`query_logits`, and the Jacobian penalty at the same query equilibrium if ``draw``."""
+    model.set_context(query_part(batch).images)
+    try:
+        z = deq_solver(model, inner).solve(model.layer, x.detach()).z
+        logits: Tensor = model.head(z)
+        if draw is None:
+            return logits, None
+        return logits, draw.penalty(model.layer, z, x.detach(), probes=_settings(model, inner).jacobian_probes)
+    finally:
+        model.set_context(None)
+
+
+def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings,
+                draw: PenaltyDraw | None = None) -> DEQForward:
     """Query logits ``(B, Q, K)`` at the inferred task vectors (differentiable in θ per the
-    method), the task vectors and the per-task support loss.
+    method), the task vectors, the per-task support loss and, with ``draw`` (its randomness
+    and this shard's rows of the global batch of tasks), the per-task Jacobian penalty.
 
     ``jiio`` and ``adam`` infer ``x*`` from the support images alone and then solve the query
     images' DEQ at the fixed ``x*`` with an implicit backward: with ``dx*/dθ`` dropped this is
     exactly the ``FixedInput`` gradient of a joint solve over support and query images (each
     image's equilibrium depends on the others only through ``x``), at a third of the cost.
     ``jiio-kkt`` needs ``dx*/dθ`` and solves support and query jointly with ``ImplicitKKT``.
+    The penalty is taken at the query images' equilibrium (``jiio``, ``adam``) or at a random
+    iterate of the joint solve (``jiio-kkt``).
     """
     if method == "jiio":
         sol = jiio_inner(model, batch, inner)
-        return query_logits(model, batch, sol.x, inner), sol.x, sol.loss.detach()
+        logits, jac = _query_forward(model, batch, sol.x, inner, draw)
+        return DEQForward(logits, sol.x, sol.loss.detach(), jac)
     if method == "adam":
         res = adam_inner(model, batch, inner)
-        return query_logits(model, batch, res.x, inner), res.x, res.loss.detach()
+        logits, jac = _query_forward(model, batch, res.x, inner, draw)
+        return DEQForward(logits, res.x, res.loss.detach(), jac)
     if method == "jiio-kkt":
         model.set_context(batch.images)
         try:
-            ksol = jiio_problem(model, batch.support, inner, kkt=True).solve(batch.labels)
-            return model.head(ksol.z)[:, batch.support :], ksol.x, ksol.loss.detach()
+            if draw is None:
+                ksol = jiio_problem(model, batch.support, inner, kkt=True).solve(batch.labels)
+            else:  # jiio_problem's problem, with the penalty at a random iterate
+                problem = _settings(model, inner).problem(
+                    model.layer, RegularizedFewShot(model.head, batch.support, inner.reg), outer="kkt",
+                    x_shape=model.x_shape, jacobian_penalty=True,
+                )
+                ksol = problem.solve(batch.labels, generator=draw.joint_generator(batch.images.device))
+                if ksol.jacobian_penalty is None:
+                    raise RuntimeError("the joint solve returned no Jacobian penalty")
+            return DEQForward(model.head(ksol.z)[:, batch.support :], ksol.x, ksol.loss.detach(),
+                              ksol.jacobian_penalty)
         finally:
             model.set_context(None)
     raise ValueError(f"unknown DEQ method {method!r}")
@@ -213,8 +265,19 @@ def maml_step(maml: Any, batch: TaskBatch, adapt_steps: int) -> tuple[Tensor, fl
     return torch.stack(losses).mean(), sum(accs) / len(accs)
 
 
+def _opt_jac_reg(_: object, a: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                              or not math.isfinite(value) or value < 0):
+        raise ValueError(f"MetaTrainConfig.{a.name} (λ of the Jacobian penalty; None: the config's) must be "
+                         f"a finite number >= 0 or None, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class MetaTrainConfig:
+    """One meta-training run. ``lr`` (of the config's optimiser; MAML: Adam at 1e-3) and
+    ``jac_reg`` (λ of the DEQ methods' Jacobian penalty; MAML has none) default to the zoo
+    config's values."""
+
     config: str = "glyphs_meta_small"
     method: str = attrs.field(default="jiio", validator=attrs.validators.in_(METHODS))
     steps: int = 200
@@ -235,6 +298,7 @@ class MetaTrainConfig:
     #: at 1 the task vector barely moves the logits of a fresh model, the inner loop cannot
     #: lower the support loss and the outer loop gets no signal
     film_init_scale: float = 4.0
+    jac_reg: float | None = attrs.field(default=None, validator=_opt_jac_reg)
 
 
 def _model(cfg: MetaTrainConfig) -> nn.Module:
@@ -260,33 +324,60 @@ def step_loss(model: nn.Module, batch: TaskBatch, cfg: MetaTrainConfig) -> tuple
     if cfg.method == "maml":
         return maml_step(model, batch, cfg.maml_steps)
     assert isinstance(model, ZooModel)
-    logits, _, _ = deq_forward(model, batch, cfg.method, cfg.inner)
+    logits = deq_forward(model, batch, cfg.method, cfg.inner).logits
     return query_ce(logits, batch), query_accuracy(logits, batch)
 
 
 class MetaStep(nn.Module):
     """The outer loss of a DEQ method on a meta-batch, as a module (what :meth:`DistEnv.wrap`
     puts in DDP). With ``global_tasks`` (data-parallel runs) the loss is the sum of the query
-    cross-entropies of this shard divided by the global number of query items, to be summed
-    over the ranks; without it, the mean. Returns the loss and the number of correct queries."""
+    cross-entropies of this shard divided by the global number of query items, plus ``lam ·``
+    the sum of the shard's per-task Jacobian penalties divided by ``global_tasks``, to be summed
+    over the ranks; without it, the mean query cross-entropy plus ``lam ·`` the mean penalty.
+    ``shard_start``: this shard's first task in the global meta-batch (the rows of the
+    penalty's probes it takes). Returns the loss, the number of correct queries and, detached,
+    the cross-entropy part of the loss and the shard's sum of the penalty (0 when ``lam`` = 0)."""
 
-    def __init__(self, model: ZooModel, cfg: MetaTrainConfig, global_tasks: int | None = None) -> None:
+    def __init__(self, model: ZooModel, cfg: MetaTrainConfig, global_tasks: int | None = None, *,
+                 lam: float = 0.0, shard_start: int = 0) -> None:
         super().__init__()
+        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"lam (λ of the Jacobian penalty) must be a finite number >= 0, got {lam!r}")
+        if not isinstance(shard_start, int) or shard_start < 0 or (global_tasks is not None
+                                                                   and shard_start >= global_tasks):
+            raise ValueError(f"shard_start must be an int in [0, global_tasks), got {shard_start!r}")
         self.model = model
         object.__setattr__(self, "cfg", cfg)
         self.global_tasks = global_tasks
+        self.lam = float(lam)
+        self.shard_start = shard_start
 
-    def forward(self, images: Tensor, labels: Tensor, support: int) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, labels: Tensor, support: int,
+                seed: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``seed`` (e.g. :func:`~jiio_tasks.penalty.penalty_seed`) seeds the penalty's
+        randomness (default: drawn from torch's global stream when ``lam`` > 0)."""
         cfg: MetaTrainConfig = self.cfg  # type: ignore[assignment]
         batch = TaskBatch(images, labels, support)
-        logits, _, _ = deq_forward(self.model, batch, cfg.method, cfg.inner)
+        draw = None
+        if self.lam > 0:
+            draw = (PenaltyDraw.from_global_stream() if seed is None
+                    else PenaltyDraw(seed, self.shard_start, self.global_tasks))
+        out = deq_forward(self.model, batch, cfg.method, cfg.inner, draw)
+        logits = out.logits
         flat, target = logits.reshape(-1, logits.shape[-1]), batch.query_labels.reshape(-1)
         if self.global_tasks is None:
-            loss = F.cross_entropy(flat, target)
+            task = F.cross_entropy(flat, target)
         else:
             per_task = target.shape[0] // images.shape[0]
-            loss = F.cross_entropy(flat, target, reduction="sum") / (self.global_tasks * per_task)
-        return loss, (flat.detach().argmax(-1) == target).sum()
+            task = F.cross_entropy(flat, target, reduction="sum") / (self.global_tasks * per_task)
+        correct = (flat.detach().argmax(-1) == target).sum()
+        if draw is None:
+            return task, correct, task.detach(), task.new_zeros(())
+        if out.jacobian is None:
+            raise RuntimeError(f"method {cfg.method!r} returned no Jacobian penalty")
+        jac = out.jacobian
+        pen = jac.mean() if self.global_tasks is None else jac.sum() / self.global_tasks
+        return task + self.lam * pen, correct, task.detach(), jac.detach().sum()
 
 
 def tasksets(cfg: MetaTrainConfig) -> tuple[Any, Any]:
@@ -330,8 +421,13 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
     ``env`` (default: one process) is this process's place in a data-parallel job (DEQ
     methods only; docs/distributed.md): every rank draws the same global meta-batch of tasks
     from the same task stream and trains on its contiguous shard of tasks; the loss is the
-    shard's sum over the global number of query items and DDP sums the gradients; rank 0
-    writes the run directory (world-size independent) and runs the final evaluation."""
+    shard's sum over the global number of query items (plus ``λ ·`` its sum of the per-task
+    penalty over the global number of tasks) and DDP sums the gradients; rank 0
+    writes the run directory (world-size independent) and runs the final evaluation.
+
+    The history logs ``loss``, the mean query cross-entropy of the step, ``query_accuracy``
+    and, for the DEQ methods with λ > 0, ``jacobian``, the mean per-task Jacobian penalty (the
+    step minimises ``loss + λ · jacobian``)."""
     env = DistEnv() if env is None else env
     if env.is_distributed and cfg.method == "maml":
         raise ValueError("method 'maml' does not run data-parallel; use one process (or a DEQ method)")
@@ -340,45 +436,57 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
     model = _model(cfg)
     zc = get_config(cfg.config)
     lr = cfg.lr or (1e-3 if cfg.method == "maml" else zc.train.learning_rate)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    lam = 0.0 if cfg.method == "maml" else float(zc.train.jac_reg if cfg.jac_reg is None else cfg.jac_reg)
+    opt = (torch.optim.Adam(model.parameters(), lr=lr) if cfg.method == "maml"
+           else make_optimizer(model.parameters(), zc, lr=lr))
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
     if env.is_main:
-        run.update(config={**attrs.asdict(cfg), "lr": lr, "world_size": env.world_size})
+        run.update(config={**attrs.asdict(cfg), "lr": lr, "jac_reg": lam, "world_size": env.world_size})
     train_ts, test_ts = tasksets(cfg)
     # the task stream (TaskSet's private `random` state) continues where the saved run left it
     if "taskset_rng" in extra:
         train_ts.set_rng_state(extra["taskset_rng"])
     step_module: nn.Module | None = None
-    if isinstance(model, ZooModel) and env.is_distributed:
-        step_module = env.wrap(MetaStep(model, cfg, cfg.meta_batch), reduce="sum")
+    if isinstance(model, ZooModel):  # DDP around it when distributed, the module itself otherwise
+        shard_start, _ = env.shard_bounds(cfg.meta_batch, name="meta_batch")
+        step_module = env.wrap(MetaStep(model, cfg, cfg.meta_batch if env.is_distributed else None,
+                                        lam=lam, shard_start=shard_start), reduce="sum")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and env.is_main),
                desc=f"train meta/{cfg.method}")
     for step in bar:
         batch = sample_batch(train_ts, cfg.meta_batch)  # the same global meta-batch on every rank
         t0 = time.perf_counter()
         model.train()
+        stats: dict[str, float]
         if step_module is None:
             loss, acc = step_loss(model, batch, cfg)
+            stats = {"task": float(loss.detach())}
         else:
             images, labels = env.shard((batch.images, batch.labels))
+            # the penalty's seed is a function of (seed, step): the same on every rank and on resume
+            seed = penalty_seed(cfg.seed, step) if lam > 0 else None
             with env.rank_rng(cfg.seed, step):
-                loss, correct = step_module(images, labels, batch.support)
-            queries = batch.query_labels.numel()
-            acc = env.sum({"c": float(correct)})["c"] / queries
+                loss, correct, task, jac = step_module(images, labels, batch.support, seed)
+            stats = {"task": float(task), "jac": float(jac), "correct": float(correct)}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         elapsed += time.perf_counter() - t0
-        lv = float(loss.detach())
         if env.is_distributed:
-            lv = env.sum({"loss": lv})["loss"]
+            stats = env.sum(stats)
             elapsed = env.max({"seconds": elapsed})["seconds"]
+        if step_module is not None:
+            acc = stats["correct"] / batch.query_labels.numel()
+        lv = stats["task"]
+        logged = {"loss": lv, "query_accuracy": acc}
+        if lam > 0:
+            logged["jacobian"] = stats["jac"] / cfg.meta_batch
         done = step + 1
         bar.set_postfix(loss=f"{lv:.3f}", acc=f"{acc:.2f}")
         out_of_time = cfg.max_minutes is not None and elapsed >= 60.0 * cfg.max_minutes
         if env.is_main and (done % cfg.log_every == 0 or done == cfg.steps or out_of_time):
-            run.log(done, loss=lv, query_accuracy=acc, seconds=elapsed)
+            run.log(done, **logged, seconds=elapsed)
         if env.is_main and (done % cfg.save_every == 0 or done == cfg.steps or out_of_time):
             run.save_state(done, {"model": model}, {"opt": opt},
                            {"seconds": elapsed, "taskset_rng": train_ts.rng_state()})

@@ -55,7 +55,7 @@ def _flat(gs: Any) -> Tensor:
 def test_training_step_gradient_is_the_gradient_at_its_examples(method: str) -> None:
     model = tiny().train()
     x, y = data()
-    loss, adv = training_loss(model, x, y, _cfg(method))
+    loss, adv, _, _ = training_loss(model, x, y, _cfg(method))
     params = list(model.parameters())
     g = _flat(torch.autograd.grad(loss, params))
     ref_loss = unrolled_ce(model, adv.detach(), y)
@@ -81,7 +81,7 @@ def test_training_step_gradient_is_the_gradient_at_its_examples(method: str) -> 
 def test_jiio_adjoint_shortcut_step() -> None:
     model = tiny().train()
     x, y = data()
-    loss, adv = training_loss(model, x, y, _cfg("jiio", "shortcut"))
+    loss, adv, _, _ = training_loss(model, x, y, _cfg("jiio", "shortcut"))
     params = list(model.parameters())
     g = _flat(torch.autograd.grad(loss, params))
     ref_loss = unrolled_ce(model, adv.detach(), y)

@@ -69,13 +69,19 @@ def test_two_processes_meta_train_like_one(tmp_path: Path) -> None:
     train(RunDir(tmp_path / "single"), _cfg(2), progress=False)
     ddp, single = _weights(run_dir / "model.pt"), _weights(tmp_path / "single" / "model.pt")
     diff = (ddp - single).abs()
-    assert float(diff.max()) < 1e-5, float(diff.max())  # float32 summation order only
+    # float32 summation order only. Measured with the config's Jacobian penalty (λ = 0.5): all
+    # but 2 of 18525 entries within 1e-6, those 2 (FiLM weights whose gradient is ~1e-7, where
+    # Adam's first steps magnify rounding) at 2e-5; 8.5e-7 at most without the penalty. The
+    # same split in float64 (tests/tasks/meta/test_meta_jacobian.py) agrees to 1e-15. Probes
+    # drawn per rank, or a per-shard mean, move ~95% of the entries by ~1e-2
+    assert float((diff > 1e-5).double().mean()) < 1e-3 and float(diff.max()) < 1e-4, float(diff.max())
     hist = json.loads((run_dir / "metrics.json").read_text())["history"]
     ref = json.loads((tmp_path / "single" / "metrics.json").read_text())["history"]
     assert [h["step"] for h in hist] == [1, 2]
     for h, r in zip(hist, ref, strict=True):
         assert h["loss"] == pytest.approx(r["loss"], rel=1e-4)
         assert h["query_accuracy"] == pytest.approx(r["query_accuracy"])
+        assert h["jacobian"] == pytest.approx(r["jacobian"], rel=1e-4)  # the mean over all tasks
 
     # one process resumes what two wrote: the step counter continues
     train(RunDir(run_dir), _cfg(3), progress=False)

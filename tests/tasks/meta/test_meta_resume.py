@@ -61,3 +61,5 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     s_hist = straight.read_metrics()["history"]
     r_hist = split.read_metrics()["history"]
     assert [h["loss"] for h in s_hist] == [h["loss"] for h in r_hist]
+    # the config's Jacobian penalty (λ = 0.5) is on; its probes are drawn again on resume
+    assert [h["jacobian"] for h in s_hist] == [h["jacobian"] for h in r_hist]

@@ -53,7 +53,7 @@ def test_deq_meta_step_gradient_matches_unrolled_reference(method: str) -> None:
     batch = tiny_batch()
     inner = InnerSettings(iterations=30, adam_steps=5, adam_lr=0.2, deq_iterations=100,
                           backward_iterations=100, deq_tol=1e-9)
-    logits, x, support_loss = deq_forward(model, batch, method, inner)
+    logits, x, support_loss, _ = deq_forward(model, batch, method, inner)
     loss = query_ce(logits, batch)
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     ref_loss = unrolled_query_loss(model, batch, x.detach())
