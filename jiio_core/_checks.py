@@ -142,3 +142,11 @@ def instance_of(cls: type) -> Validator:
             raise TypeError(f"{_where(inst, a)} must be {article} {cls.__name__}, got {type(value).__name__}")
 
     return check
+
+
+def finite_rows(t: Tensor) -> Tensor:
+    """``(B,)`` mask of the rows of a ``(B, N)`` tensor holding no NaN/Inf, in one pass: a row's
+    sum is non-finite exactly when the row holds NaN or ±Inf (or its finite values overflow
+    the dtype, which the divergence tests would flag anyway)."""
+    out: Tensor = torch.isfinite(t.detach().sum(dim=1))
+    return out

@@ -16,7 +16,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import int_at_least, number_above
+from jiio_core._checks import finite_rows, int_at_least, number_above
 
 S = TypeVar("S")
 
@@ -175,7 +175,7 @@ class _Anderson(Accelerator[AndersonState]):
         g = gamma.unsqueeze(1)  # (B, 1, n)
         correction = torch.baddbmm(torch.bmm(g, dx_n), g, df_n, alpha=self.beta).squeeze(1)
         proposal = plain - correction
-        good = ok & torch.isfinite(proposal).all(1)
+        good = ok & finite_rows(proposal)
         return torch.where(good.unsqueeze(1), proposal, plain), state
 
 
@@ -269,5 +269,5 @@ class Broyden(Accelerator[BroydenState]):
         state.prev_v, state.prev_g = v, g
         n = state.count
         proposal = v - self._h(state, g, n)
-        good = torch.isfinite(proposal).all(1)
+        good = finite_rows(proposal)
         return torch.where(good.unsqueeze(1), proposal, gv), state

@@ -18,7 +18,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import check_positive, int_at_least, number_above
+from jiio_core._checks import check_positive, finite_rows, int_at_least, number_above
 from jiio_core.accelerators import Accelerator
 
 
@@ -219,7 +219,7 @@ def fixed_point(
             )
         res = out.residual
         cost = out.cost if out.cost is not None else torch.zeros_like(res)
-        finite = torch.isfinite(res) & torch.isfinite(cost) & torch.isfinite(out.value).all(dim=1)
+        finite = torch.isfinite(res) & torch.isfinite(cost) & finite_rows(out.value)
         v_norm = torch.linalg.vector_norm(v.detach(), dim=1)
         if k == 0:
             first_res = torch.where(finite, res, inf).detach()

@@ -38,9 +38,11 @@ class Commands:
 
 def _config_list(args: argparse.Namespace) -> int:
     from jiio_zoo.configs import CONFIGS
+    from jiio_zoo.registry import weights_status
 
+    print(f"{'name':20s} {'task':12s} {'scale':6s} weights")
     for name, c in CONFIGS.items():
-        print(f"{name:20s} {c.task:12s} {c.scale}")
+        print(f"{name:20s} {c.task:12s} {c.scale:6s} {weights_status(name)}")
     return 0
 
 
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Unknown keys are errors.",
     )
     cfg_sub = cfg.add_subparsers(dest="family", metavar="{list,show}", required=True)
-    cfg_sub.add_parser("list", help="every zoo config: name, task, scale").set_defaults(handler=_config_list)
+    cfg_sub.add_parser("list", help="every zoo config: name, task, scale, and where its trained weights are (packaged, cache, none)").set_defaults(handler=_config_list)
     show = cfg_sub.add_parser("show", help="print a config (zoo name or .json path) as JSON")
     show.add_argument("name", help="zoo config name or path to a .json config file")
     show.set_defaults(handler=_config_show)

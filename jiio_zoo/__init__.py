@@ -29,7 +29,7 @@ from jiio_zoo.mdeq import MDEQCell, MDEQLayer
 from jiio_zoo.model import LinearHead, ZooModel, build_model
 from jiio_zoo.objectives import AdversarialObjective, FewShotObjective, ReconstructionObjective
 from jiio_zoo.opteq import CallablePrior, OptEqLayer, Prior, QuadraticPrior
-from jiio_zoo.registry import MissingWeightsError, load
+from jiio_zoo.registry import MissingWeightsError, load, weights_status
 from jiio_zoo.registry import list_models as list  # the documented public name
 
 __all__ = [
@@ -69,4 +69,5 @@ __all__ = [
     "load_into",
     "load_model",
     "save",
+    "weights_status",
 ]

@@ -37,7 +37,7 @@ class LinearHead(Head):
 
 
 class ZooModel(nn.Module):
-    """A bundle ``(layer, head, config)``.
+    """A bundle ``(layer, head, config)``, callable as ``model(x) = h_θ(z*(x))``.
 
     ``layer`` is the equilibrium cell ``f_θ(z, x)`` (a :class:`jiio_core.layer.Layer`; for MDEQ
     it owns the injection), ``head`` is ``h_θ(z)``. :meth:`objective` builds the inner loss of
@@ -85,6 +85,15 @@ class ZooModel(nn.Module):
     def decode(self, z: State) -> Tensor:
         """``h_θ(z)``."""
         return self.head(z)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``h_θ(z*(x))``: the model as a plain function of its input (logits of a classifier,
+        the image of a latent), by the config's DEQ solver (:func:`jiio_zoo.recipe.deq_solver`)
+        with an implicit backward pass, so ``model(x)`` is differentiable in ``x`` and ``θ``
+        (e.g. for an attack library). Set the context first where the model needs one."""
+        from jiio_zoo.recipe import deq_solver  # the recipe imports this module
+
+        return self.decode(deq_solver(self).solve(self.layer, x).z)
 
     def objective(self, *, support: int | None = None) -> InnerObjective:
         """The inner loss of the config's task: reconstruction (generative, inverse, toy),

@@ -36,9 +36,20 @@ class MissingWeightsError(FileNotFoundError):
     and how to train it."""
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`load`, paper-scale entries first."""
-    return [*CONFIGS]
+def list_models(*, with_weights: bool = False) -> list[str]:
+    """Names accepted by :func:`load`, paper-scale entries first; ``with_weights``: only those
+    whose trained weights are available here (shipped in the package or in the cache), see
+    :func:`weights_status`."""
+    return [n for n in CONFIGS if not with_weights or weights_status(n) != "none"]
+
+
+def weights_status(name: str) -> str:
+    """Where ``load(name)`` finds trained weights: ``"packaged"`` (shipped with jiio),
+    ``"cache"`` (``$JIIO_CACHE`` or ``~/.cache/jiio``) or ``"none"``."""
+    found = next((p for p in weights_candidates(name) if p.is_file()), None)
+    if found is None:
+        return "none"
+    return "packaged" if found == packaged_weights_path(_config(name).name) else "cache"
 
 
 def _config(name: str | os.PathLike[str]) -> ZooConfig:

@@ -87,3 +87,37 @@ def test_weights_for_another_config_are_refused(tmp_path: Path) -> None:
     path = save(other, tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match=r"saved for config 'digits_adv_small'.*differs"):
         jiio_zoo.load("glyphs_meta_small", weights=path)
+
+
+def test_list_marks_the_entries_with_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jiio_zoo
+
+    monkeypatch.setenv("JIIO_CACHE", str(tmp_path))
+    shipped = {n for n in jiio_zoo.list() if (jiio_zoo.registry.PACKAGE_WEIGHTS / f"{n}.pt").is_file()}
+    assert shipped == {"faces_gen_small", "digits_adv_small", "glyphs_meta_small"}
+    assert set(jiio_zoo.list(with_weights=True)) == shipped
+    assert {n: jiio_zoo.weights_status(n) for n in shipped} == dict.fromkeys(shipped, "packaged")
+    assert jiio_zoo.weights_status("celeba_gen") == "none"
+    jiio_zoo.save(jiio_zoo.load("celeba_gen", pretrained=False), tmp_path / "celeba_gen.pt")
+    assert jiio_zoo.weights_status("celeba_gen") == "cache"
+    assert "celeba_gen" in jiio_zoo.list(with_weights=True)
+
+
+def test_zoo_model_is_callable_and_differentiable() -> None:
+    import jiio_zoo
+    from jiio_zoo.recipe import deq_solver
+
+    torch.manual_seed(0)
+    model = jiio_zoo.load("digits_adv_small").eval().double()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    logits = model(x)
+    # reference: plain iteration to the equilibrium, then the head
+    with torch.no_grad():
+        z = model.layer.init_state(x)
+        for _ in range(300):
+            z = model.layer(z, x)
+        ref = model.decode(z)
+    torch.testing.assert_close(logits.detach(), ref, rtol=1e-3, atol=1e-4)
+    (g,) = torch.autograd.grad(logits[:, 0].sum(), x)
+    assert g.shape == x.shape and bool(torch.isfinite(g).all()) and float(g.abs().sum()) > 0
+    assert deq_solver(model).max_iter == model.config.solver.forward_threshold
