@@ -111,11 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(WORLD_SIZE={world}); data-parallel runs: {supported}. Launch it as one process.",
               file=sys.stderr)
         return 2
+    from jiio_tasks.runs import RunError
+    from jiio_zoo.checkpoint import CheckpointError
+
     try:
         return handler(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"jiio: error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, RunError, CheckpointError) as err:
+        # a user error (bad argument, missing/locked/corrupt run or file, bad config): one line
+        print(f"jiio: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permissions: the message names the file
+        print(f"jiio: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("jiio: interrupted (the last saved state is intact; rerun the same command to resume)",
+              file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -10,6 +10,13 @@ A run directory holds::
 the old one, so an interrupted run always leaves a loadable state; ``RunDir.resume`` restores
 model, optimiser and RNG states and returns the step to continue from.
 
+One process writes a run directory at a time: the first write takes an OS file lock on
+``.lock`` (:mod:`filelock`; released when the process ends, so a killed run leaves no stale
+lock), and a second writer gets a :class:`RunError` naming the holder. Taking the lock also
+removes temporary files that a killed save left behind. :meth:`RunDir.begin` records a run's
+settings and refuses to resume with different ones (except those allowed to change, such as
+the step budget), or with a step budget below the steps already done.
+
 A run directory may come from someone else, so ``state.pt`` is read as data only
 (``torch.load(..., weights_only=True)``): a file that would need to execute code to load is
 refused with a :class:`RunError`. A state whose module or optimiser tensors are not finite is
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 STATE_FORMAT = "jiio-run-state"
@@ -41,17 +49,24 @@ class RunError(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` through a temporary file and a rename; a failure (disk full,
+    no permission) is a :class:`RunError` naming ``path``, and the old file stays."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise RunError(f"cannot write {path}: {err.strerror or err}") from err
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise RunError(f"cannot write {path}: {err.strerror or err}; the previous file is kept") from err
         raise
 
 
@@ -83,12 +98,95 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+# one lock per directory and process, shared by every RunDir of that directory in the process
+_LOCKS: dict[Path, FileLock] = {}
+
+#: settings that may differ when a run is resumed (budgets, not the training problem)
+RESUMABLE_CHANGES = frozenset({"steps", "max_minutes", "progress", "eval_size", "eval_tasks", "threads",
+                               "world_size", "init"})
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
 class RunDir:
     """One training run's directory."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    def acquire(self) -> None:
+        """Take this directory's writer lock (idempotent within a process); raise
+        :class:`RunError` if another process holds it. Removes leftover temporary files."""
+        key = self.root.resolve()
+        if key in _LOCKS:
+            return
+        lock = FileLock(self.lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            owner = self.root / ".lock.owner"
+            holder = owner.read_text(encoding="utf8").strip() if owner.exists() else "another process"
+            raise RunError(
+                f"run directory {self.root} is being written by {holder}; wait for it to finish "
+                "or use another run directory"
+            ) from None
+        _LOCKS[key] = lock
+        (self.root / ".lock.owner").write_text(f"process {os.getpid()}\n", encoding="utf8")
+        for tmp in self.root.glob(".*.tmp"):  # a killed save's leftovers: ours now, and useless
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def release(self) -> None:
+        """Give the writer lock back (the process's exit does it too)."""
+        lock = _LOCKS.pop(self.root.resolve(), None)
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                (self.root / ".lock.owner").unlink()
+            lock.release()
+
+    def begin(self, config: Mapping[str, Any], start: int, steps: int | None = None,
+              *, may_change: frozenset[str] = RESUMABLE_CHANGES) -> None:
+        """Record ``config`` when the run starts (``start == 0``); on resume compare it with the
+        recorded one: a changed setting outside ``may_change`` (matched on the last part of its
+        dotted name) is a :class:`RunError` naming old and new values, the allowed changes are
+        recorded under ``"resumed"`` with the step. ``steps`` below ``start`` is an error."""
+        self.acquire()
+        if steps is not None and steps < start:
+            raise RunError(f"{self.root} has already done {start} steps; --steps {steps} would undo them "
+                           f"(ask for more than {start}, or use another run directory)")
+        data = self.read_metrics()
+        old = data.get("config")
+        if start == 0 or old is None:
+            self.update(config=dict(config))
+            return
+        new_flat = _flatten(json.loads(json.dumps(dict(config), default=_json_default)))
+        old_flat = _flatten(old)
+        changed = {k: (old_flat.get(k), new_flat.get(k)) for k in sorted(set(old_flat) | set(new_flat))
+                   if old_flat.get(k) != new_flat.get(k)}
+        if not changed:
+            return
+        fixed = {k: v for k, v in changed.items() if k.rsplit(".", 1)[-1] not in may_change}
+        if fixed:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in fixed.items()))
+            raise RunError(f"{self.root} was started with other settings ({shown}); resume it with the "
+                           "same settings or use another run directory")
+        resumed = list(data.get("resumed", []))
+        resumed.append({"step": int(start), "changed": {k: list(v) for k, v in changed.items()}})
+        self.update(config=dict(config), resumed=resumed)
 
     @property
     def state_path(self) -> Path:
@@ -105,7 +203,8 @@ class RunDir:
         optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Atomically write everything needed to resume after ``step`` completed steps.
+        """Atomically write everything needed to resume after ``step`` completed steps (takes
+        the writer lock).
 
         Raises :class:`RunError` (and writes nothing) when a module's or optimiser's state holds
         NaN/Inf, so a diverged run never replaces its last good checkpoint.
@@ -119,6 +218,7 @@ class RunDir:
             "rng": _rng_state(),
             "extra": dict(extra or {}),
         }
+        self.acquire()
         bad = non_finite_tensors({"modules": payload["modules"], "optimizers": payload["optimizers"]})
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -183,6 +283,7 @@ class RunDir:
         return data
 
     def write_metrics(self, data: Mapping[str, Any]) -> None:
+        self.acquire()
         text = json.dumps(data, indent=2, sort_keys=True, default=_json_default)
         atomic_write_bytes(self.metrics_path, text.encode("utf8"))
 

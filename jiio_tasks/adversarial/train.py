@@ -341,8 +341,8 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
     # every rank restores the same state (model, optimiser, the RNG that draws the batches)
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
-    if env.is_main:
-        run.update(config=cfg)
+    if env.is_main:  # records the settings; on resume refuses changed ones (jiio_tasks.runs)
+        run.begin(cfg, start, cfg.get("steps"))
     tr_x, tr_y = load_split(config.data, "train", config.data_root)
     te_x, te_y = load_split(config.data, "test", config.data_root)
     tr_x, te_x = fit_images(tr_x, model), fit_images(te_x, model)

@@ -171,21 +171,23 @@ def train(
     start, _ = run.resume({"model": model}, {"adam": opt})
     if start == 0:
         torch.manual_seed(settings.seed)
-        if env.is_main:
-            run.update(
-                config={
-                    "model": cfg.name,
-                    "settings": attrs.asdict(settings),
-                    "learning_rate": lr,
-                    "jac_reg": lam,
-                    "batch_size": batch,
-                    "iterations": problem.max_iter,
-                    "data": source.name,
-                    "data_range": "[0, 1] (metrics); model range "
-                    + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
-                    "world_size": env.world_size,
-                }
-            )
+    if env.is_main:  # records the settings; on resume refuses changed ones (jiio_tasks.runs)
+        run.begin(
+            {
+                "model": cfg.name,
+                "settings": attrs.asdict(settings),
+                "learning_rate": lr,
+                "jac_reg": lam,
+                "batch_size": batch,
+                "iterations": problem.max_iter,
+                "data": source.name,
+                "data_range": "[0, 1] (metrics); model range "
+                + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
+                "world_size": env.world_size,
+            },
+            start,
+            settings.steps,
+        )
     model.train()
     step_module = env.wrap(GenerativeStep(model, problem, objective, lam, batch if env.is_distributed else None),
                            reduce="sum")

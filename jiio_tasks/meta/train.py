@@ -134,7 +134,7 @@ def adam_inner(model: ZooModel, batch: TaskBatch, inner: InnerSettings) -> Input
     model.set_context(sb.images)
     try:
         objective = RegularizedFewShot(model.head, sb.support, inner.reg)
-        x0 = torch.zeros(sb.images.shape[0], *model.x_shape, dtype=sb.images.dtype)
+        x0 = torch.zeros(sb.images.shape[0], *model.x_shape, dtype=sb.images.dtype, device=sb.images.device)
         return optimize_input(model.layer, objective, sb.labels, x0, Adam(inner.adam_lr),
                               inner.adam_steps, deq=deq_solver(model, inner))
     finally:
@@ -441,8 +441,8 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
            else make_optimizer(model.parameters(), zc, lr=lr))
     start, extra = run.resume({"model": model}, {"opt": opt})
     elapsed = float(extra.get("seconds", 0.0))
-    if env.is_main:
-        run.update(config={**attrs.asdict(cfg), "lr": lr, "jac_reg": lam, "world_size": env.world_size})
+    if env.is_main:  # records the settings; on resume refuses changed ones (jiio_tasks.runs)
+        run.begin({**attrs.asdict(cfg), "lr": lr, "jac_reg": lam, "world_size": env.world_size}, start, cfg.steps)
     train_ts, test_ts = tasksets(cfg)
     # the task stream (TaskSet's private `random` state) continues where the saved run left it
     if "taskset_rng" in extra:

@@ -12,6 +12,11 @@ from torch import nn
 from jiio_tasks.runs import RunDir, RunError
 
 
+def _files(root: Path) -> list[str]:
+    """The directory's files, without the writer lock's two files."""
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".lock"))
+
+
 def _train(run: RunDir, total: int, stop_at: int | None = None) -> nn.Linear:
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
@@ -62,7 +67,7 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     run.save_state(1, {"model": nn.Linear(2, 2)})
     run.log(1, loss=0.5)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "state.pt"]
+    assert _files(tmp_path) == ["metrics.json", "state.pt"]
 
 
 class _Payload:
@@ -109,7 +114,7 @@ def test_non_finite_state_is_never_written_over_a_good_one(tmp_path: Path) -> No
     with pytest.raises(RunError, match=r"non-finite values in modules\.model\.weight, modules\.model\.bias"):
         run.save_state(2, {"model": model})
     assert run.state_path.read_bytes() == good
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+    assert _files(tmp_path) == ["state.pt"]
 
 
 def test_non_finite_state_on_disk_is_refused_on_resume(tmp_path: Path) -> None:
@@ -120,3 +125,57 @@ def test_non_finite_state_on_disk_is_refused_on_resume(tmp_path: Path) -> None:
     torch.save(payload, run.state_path)
     with pytest.raises(RunError, match="non-finite"):
         run.resume({"model": nn.Linear(2, 2)})
+
+
+_HOLDER = """
+import sys, time
+from jiio_tasks.runs import RunDir
+RunDir(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        run = RunDir(tmp_path)
+        with pytest.raises(RunError, match=rf"being written by process {holder.pid}"):
+            run.log(1, loss=1.0)
+        assert not (tmp_path / "metrics.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs
+        holder.wait()
+    run.log(1, loss=1.0)  # the OS dropped the dead process's lock
+    assert json.loads((tmp_path / "metrics.json").read_text())["history"] == [{"step": 1, "loss": 1.0}]
+    run.release()
+
+
+def test_leftover_temp_files_are_cleaned_when_the_lock_is_taken(tmp_path: Path) -> None:
+    (tmp_path / ".state.pt.abc123.tmp").write_bytes(b"half a save")
+    (tmp_path / ".metrics.json.x.tmp").write_text("{")
+    run = RunDir(tmp_path)
+    run.save_state(1, {"model": nn.Linear(1, 1)})
+    assert _files(tmp_path) == ["state.pt"]
+    run.release()
+
+
+def test_resume_refuses_changed_settings_and_records_allowed_ones(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    cfg = {"lr": 0.1, "settings": {"batch_size": 8, "steps": 10}}
+    run.begin(cfg, start=0)
+    run.begin(cfg, start=4, steps=10)  # unchanged: fine
+    with pytest.raises(RunError, match=r"lr: 0.1 -> 0.2; settings.batch_size: 8 -> 16"):
+        run.begin({"lr": 0.2, "settings": {"batch_size": 16, "steps": 10}}, start=4, steps=10)
+    run.begin({"lr": 0.1, "settings": {"batch_size": 8, "steps": 20}}, start=4, steps=20)
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["resumed"] == [{"step": 4, "changed": {"settings.steps": [10, 20]}}]
+    assert data["config"]["settings"]["steps"] == 20
+    with pytest.raises(RunError, match="already done 4 steps; --steps 3"):
+        run.begin({"lr": 0.1, "settings": {"batch_size": 8, "steps": 3}}, start=4, steps=3)
+    run.release()
