@@ -121,7 +121,8 @@ class Box(Constraint):
             raise ValueError("Box needs at least one of lo, hi (use Unconstrained for neither)")
         lo, hi = self.lo, self.hi
         if lo is not None and hi is not None:
-            bad = torch.as_tensor(lo) > torch.as_tensor(hi)
+            dev = lo.device if isinstance(lo, Tensor) else hi.device if isinstance(hi, Tensor) else None
+            bad = torch.as_tensor(lo, device=dev) > torch.as_tensor(hi, device=dev)
             if bool(bad.any()):
                 raise ValueError(f"Box requires lo <= hi everywhere, got lo={lo!r}, hi={hi!r}")
 

@@ -91,7 +91,7 @@ def run(batch: int, iterations: int, adam_steps: int, seed: int) -> list[dict[st
     torch.manual_seed(seed)
     setup = make_setup(batch=batch, seed=seed)
     rows: list[dict[str, Any]] = []
-    x0 = torch.zeros(batch, setup.latent)
+    x0 = setup.targets.new_zeros(batch, setup.latent)
     for name, acc in (("JIIO Anderson-I", AndersonI(memory=20)), ("JIIO Anderson-II", AndersonII(memory=20))):
         problem = JointProblem(
             setup.layer,

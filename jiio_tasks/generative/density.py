@@ -47,9 +47,10 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws ``(n, d)``."""
-        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        where = generator.device if generator is not None else torch.device("cpu")  # draw there
+        comp = torch.multinomial(self.weights.to(where), n, replacement=True, generator=generator)
         chol = torch.linalg.cholesky(self.covariances)
-        eps = torch.randn(n, self.means.shape[1], 1, generator=generator, dtype=self.means.dtype)
+        eps = torch.randn(n, self.means.shape[1], 1, generator=generator, dtype=self.means.dtype, device=where)
         eps = eps.to(self.means.device)
         out: Tensor = self.means[comp] + (chol[comp] @ eps).squeeze(-1)
         return out
@@ -179,14 +180,14 @@ def fit_latent_vae(
     data = x.detach().to(torch.float32)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        vae = LatentVAE(x.shape[1], latent_dim, hidden)
+        vae = LatentVAE(x.shape[1], latent_dim, hidden).to(data.device)
         vae.shift.copy_(data.mean(0))
         vae.scale.copy_(data.std(0).clamp_min(1e-6))
         xs = (data - vae.shift) / vae.scale
         opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for _ in range(steps):
-            idx = torch.randint(0, xs.shape[0], (batch_size,), generator=gen)
+            idx = torch.randint(0, xs.shape[0], (batch_size,), generator=gen).to(xs.device)
             loss = vae.negative_elbo(xs[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

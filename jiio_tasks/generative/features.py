@@ -117,8 +117,8 @@ def rotate_batch(images: Tensor, generator: torch.Generator | None = None) -> tu
     (square images); returns ``(rotated, k)``."""
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"rotation needs square images, got {tuple(images.shape[-2:])}")
-    k = torch.randint(0, 4, (images.shape[0],), generator=generator)
-    out = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(images, k, strict=True)])
+    k = torch.randint(0, 4, (images.shape[0],), generator=generator).to(images.device)
+    out = torch.stack([torch.rot90(img, r, dims=(-2, -1)) for img, r in zip(images, k.tolist(), strict=True)])
     return out, k
 
 

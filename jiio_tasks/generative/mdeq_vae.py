@@ -94,7 +94,7 @@ class MDEQVAE(nn.Module):
         kl = gaussian_kl(mu, logvar)
         d = images[0].numel()
         loss = (err + beta * kl / d).mean()
-        jac = torch.zeros((), dtype=images.dtype)
+        jac = images.new_zeros(())
         if jac_reg > 0:
             z = tuple(t.detach() for t in sol.z) if isinstance(sol.z, tuple) else sol.z.detach()
             jac = hutchinson_jacobian_norm(self.decoder.layer, z, latent.detach(), probes=1).mean()

@@ -87,7 +87,8 @@ class GaussianNoise(Identity):
 
     def corrupt(self, clean: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_images("clean", clean)
-        eps = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
+        where = generator.device if generator is not None else clean.device  # CPU seed: same noise anywhere
+        eps = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=where).to(clean.device)
         return clean + self.sigma * eps
 
 
@@ -116,10 +117,11 @@ class BoxMask(Measurement):
         return BoxMask(self.mask[start:stop])
 
 
-def gaussian_kernel(sigma: float, size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def gaussian_kernel(sigma: float, size: int, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> Tensor:
     """Normalised 2-D Gaussian ``(size, size)``: ``k_ij ∝ exp(−(i² + j²)/(2σ²))``, centred."""
     half = (size - 1) / 2
-    t = torch.arange(size, dtype=torch.float64) - half
+    t = torch.arange(size, dtype=torch.float64, device=device) - half
     g = torch.exp(-(t**2) / (2 * sigma**2))
     k = torch.outer(g, g)
     return (k / k.sum()).to(dtype)
@@ -142,7 +144,7 @@ class Blur(Measurement):
     def apply(self, images: Tensor) -> Tensor:
         _check_images("images", images)
         c = images.shape[1]
-        k = gaussian_kernel(self.sigma, self.size, images.dtype).to(images.device)
+        k = gaussian_kernel(self.sigma, self.size, images.dtype, images.device)
         weight = k.expand(c, 1, self.size, self.size)
         return F.conv2d(images, weight, padding=self.size // 2, groups=c)
 
@@ -205,15 +207,15 @@ class Inpainting(Corruption):
         b, _, hgt, wid = clean.shape
         s = self.side(hgt, wid)
         h = s // 2
-        rows = torch.randint(h, hgt - h, (b,), generator=generator) - h
-        cols = torch.randint(h, wid - h, (b,), generator=generator) - h
-        r = torch.arange(hgt).view(1, hgt, 1)
-        c = torch.arange(wid).view(1, 1, wid)
+        rows = torch.randint(h, hgt - h, (b,), generator=generator).to(clean.device) - h
+        cols = torch.randint(h, wid - h, (b,), generator=generator).to(clean.device) - h
+        r = torch.arange(hgt, device=clean.device).view(1, hgt, 1)
+        c = torch.arange(wid, device=clean.device).view(1, 1, wid)
         inside = (
             (r >= rows.view(b, 1, 1)) & (r < rows.view(b, 1, 1) + s)
             & (c >= cols.view(b, 1, 1)) & (c < cols.view(b, 1, 1) + s)
         )
-        mask = (~inside).to(clean.dtype).unsqueeze(1).to(clean.device)
+        mask = (~inside).to(clean.dtype).unsqueeze(1)
         return BoxMask(mask)
 
 

@@ -128,7 +128,8 @@ def generative_table(
         t0 = time.perf_counter()
         with torch.no_grad():
             recon01 = conv_vae.reconstruct(test_images).clamp(0, 1)
-            prior = torch.randn(samples, conv_vae.latent_dim, generator=torch.Generator().manual_seed(seed))
+            prior = torch.randn(samples, conv_vae.latent_dim,
+                                generator=torch.Generator().manual_seed(seed)).to(recon01.device)
             drawn = conv_vae.decode(prior).clamp(0, 1)
         rows.append(_row("ConvVAE", test_images, recon01, drawn, train_images, features,
                          time.perf_counter() - t0, "N(0, I) prior"))
@@ -144,7 +145,7 @@ def generative_table(
         with torch.no_grad():
             mu, _ = mdeq_vae.encode(test_images)
             recon01 = from_model(decode_latents(dec, mu), act).clamp(0, 1)
-            prior = torch.randn(samples, mu.shape[1], generator=torch.Generator().manual_seed(seed))
+            prior = torch.randn(samples, mu.shape[1], generator=torch.Generator().manual_seed(seed)).to(mu.device)
             drawn = from_model(decode_latents(dec, prior), act).clamp(0, 1)
         rows.append(_row("MDEQ-VAE", test_images, recon01, drawn, train_images, features,
                          time.perf_counter() - t0, "N(0, I) prior"))
