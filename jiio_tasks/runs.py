@@ -76,6 +76,29 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+class NonFiniteError(RunError):
+    """A training step produced a NaN/Inf loss or gradient; no update was applied."""
+
+
+def backward_and_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int) -> None:
+    """``loss.backward()`` then ``opt.step()``, unless a gradient is NaN/Inf: then no update is
+    made and :class:`NonFiniteError` stops the run (its last saved state stays the last good
+    one). The test is on the gradients, which data-parallel training has already combined, so
+    every rank decides alike (one host sync per step)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
+    if not bool(finite):
+        opt.zero_grad(set_to_none=True)
+        raise NonFiniteError(
+            f"step {step + 1}: the loss ({float(loss.detach()):.4g}) or its gradient is not finite; "
+            "stopped before the update (lower the learning rate or the penalty weight; the last saved "
+            "state is intact)"
+        )
+    opt.step()
+
+
 def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
     """Names of the floating-point tensors in a nested dict/list ``obj`` holding NaN or Inf."""
     if isinstance(obj, torch.Tensor):

@@ -54,7 +54,7 @@ from jiio_tasks.adversarial.attacks import (
 )
 from jiio_tasks.distributed import DistEnv
 from jiio_tasks.penalty import PenaltyDraw, penalty_seed
-from jiio_tasks.runs import RunDir
+from jiio_tasks.runs import RunDir, backward_and_step
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
 from jiio_zoo.model import ZooModel, build_model
@@ -275,16 +275,15 @@ class TrainingStep(nn.Module):
 
 
 def optimizer_step(step: nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor,
-                   seed: int | None = None, stats: dict[str, float] | None = None) -> float:
+                   seed: int | None = None, stats: dict[str, float] | None = None,
+                   step_index: int | None = None) -> float:
     """One optimiser step on ``step(images, labels, seed)``'s loss; returns the loss. ``step``
     is a :class:`TrainingStep`, or one wrapped by :meth:`DistEnv.wrap` (then ``images`` and
     ``labels`` are this rank's shard, the gradient is combined over the ranks before the
     step, and the loss returned is this rank's). ``stats``, if given, receives this rank's
     ``task_loss`` (the cross-entropy part of the loss) and ``jacobian_sum``."""
     out: StepLoss = step(images, labels, seed)
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
+    backward_and_step(opt, out.loss, -1 if step_index is None else step_index)
     if stats is not None:
         stats["task_loss"] = float(out.task_loss)
         stats["jacobian_sum"] = float(out.jacobian_sum)
@@ -366,7 +365,7 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
         # the penalty's seed is a function of (seed, step): same on every rank and on resume
         seed = penalty_seed(config.seed, step) if lam > 0 else None
         with env.rank_rng(config.seed, step), _default_device(env.device):
-            optimizer_step(step_module, opt, x, y, seed, stats)
+            optimizer_step(step_module, opt, x, y, seed, stats, step_index=step)
         elapsed += time.perf_counter() - t0
         if env.is_distributed:
             stats = env.sum(stats)

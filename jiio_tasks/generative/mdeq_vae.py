@@ -28,7 +28,7 @@ from jiio_core import hutchinson_jacobian_norm
 from jiio_tasks.generative.data import ImageSource
 from jiio_tasks.generative.problem import image_shape
 from jiio_tasks.generative.vae import gaussian_kl
-from jiio_tasks.runs import RunDir
+from jiio_tasks.runs import RunDir, backward_and_step
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
 from jiio_zoo.recipe import deq_solver
@@ -131,9 +131,7 @@ def train_mdeq_vae(
     for step in tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train mdeq-vae"):
         ts = time.perf_counter()
         parts = vae.loss(source.batch(batch_size), beta, lam)
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        opt.step()
+        backward_and_step(opt, parts["loss"], step)
         run.log(step + 1, **{k: float(v.detach()) for k, v in parts.items()}, seconds=time.perf_counter() - ts)
         if (step + 1) % save_every == 0:
             run.save_state(step + 1, {"mdeq_vae": vae}, {"adam": opt})

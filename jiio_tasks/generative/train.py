@@ -25,7 +25,7 @@ from jiio_tasks.generative.data import ImageSource, to_model
 from jiio_tasks.generative.objectives import MeasurementObjective
 from jiio_tasks.generative.operators import CORRUPTIONS, Measurement, corruption, mse
 from jiio_tasks.generative.problem import OUTER_CHOICES, jiio_problem, outer_gradient
-from jiio_tasks.runs import RunDir
+from jiio_tasks.runs import RunDir, backward_and_step
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
@@ -204,9 +204,7 @@ def train(
             else:
                 out = step_module(clean)
             loss, outer_sum, inner_sum, jac_sum, kkt = out
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_and_step(opt, loss, step)
         stats = {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
                  "kkt_median": float(kkt.median())}
         seconds = time.perf_counter() - t0

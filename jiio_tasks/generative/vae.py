@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from jiio_tasks.generative.data import ImageSource
-from jiio_tasks.runs import RunDir
+from jiio_tasks.runs import RunDir, backward_and_step
 
 __all__ = ["ConvVAE", "gaussian_kl", "train_vae", "width_for_parameters"]
 
@@ -109,9 +109,7 @@ def train_vae(
     vae.train()
     for step in tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train vae"):
         loss, err, kl = vae.loss(source.batch(batch_size), beta)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_and_step(opt, loss, step)
         if (step + 1) % log_every == 0:
             run.log(step + 1, loss=float(loss.detach()), mse=float(err.detach()), kl=float(kl.detach()))
         if seconds is not None and time.perf_counter() - t0 > seconds:

@@ -32,7 +32,7 @@ from jiio_core.recipe import SolveSettings
 from jiio_tasks.distributed import DistEnv
 from jiio_tasks.meta.tasks import RegularizedFewShot, TaskBatch, sample_batch
 from jiio_tasks.penalty import PenaltyDraw, penalty_seed
-from jiio_tasks.runs import RunDir
+from jiio_tasks.runs import RunDir, backward_and_step
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
 from jiio_zoo.injections import FiLMInjection
@@ -469,9 +469,7 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
             with env.rank_rng(cfg.seed, step):
                 loss, correct, task, jac = step_module(images, labels, batch.support, seed)
             stats = {"task": float(task), "jac": float(jac), "correct": float(correct)}
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_and_step(opt, loss, step)
         elapsed += time.perf_counter() - t0
         if env.is_distributed:
             stats = env.sum(stats)

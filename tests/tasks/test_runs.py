@@ -179,3 +179,41 @@ def test_resume_refuses_changed_settings_and_records_allowed_ones(tmp_path: Path
     with pytest.raises(RunError, match="already done 4 steps; --steps 3"):
         run.begin({"lr": 0.1, "settings": {"batch_size": 8, "steps": 3}}, start=4, steps=3)
     run.release()
+
+
+def test_non_finite_gradient_stops_before_the_update() -> None:
+    from jiio_tasks.runs import NonFiniteError, backward_and_step
+
+    model = nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    x = torch.randn(4, 3)
+    backward_and_step(opt, model(x).pow(2).mean(), 0)  # a normal step: Adam has state now
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adam_state = {k: {n: t.clone() for n, t in v.items()} for k, v in opt.state_dict()["state"].items()}
+    with pytest.raises(NonFiniteError, match="step 2: the loss .* not finite; stopped before the update"):
+        backward_and_step(opt, model(x).pow(2).mean() * float("inf"), 1)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    for k, v in opt.state_dict()["state"].items():
+        for n, t in v.items():
+            torch.testing.assert_close(t, adam_state[k][n], rtol=0, atol=0)
+
+
+def test_a_diverging_training_run_stops_with_its_last_good_state(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from jiio_tasks.cli import main
+
+    run = tmp_path / "run"
+    base = ["train", "adversarial", "--method", "clean", "--run-dir", str(run), "--batch-size", "8",
+            "--eval-size", "8", "--threads", "1", "--no-progress", "--jac-reg", "0"]
+    assert main([*base, "--steps", "2"]) == 0
+    good = (run / "state.pt").read_bytes()
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    code = main([*base[:4], "--run-dir", str(bad), *base[6:], "--steps", "3", "--lr", "1e30"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and err.startswith("jiio: error: step ") and "not finite" in err and "\n" not in err
+    if (bad / "state.pt").exists():  # whatever was saved before the blow-up is finite
+        payload = torch.load(bad / "state.pt", weights_only=True)
+        assert all(bool(torch.isfinite(t).all()) for t in payload["modules"]["model"].values())
+    assert (run / "state.pt").read_bytes() == good
