@@ -21,7 +21,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, pgd_steps=args.pgd_steps,
         jiio_iterations=args.jiio_iterations, jiio_gradient=args.jiio_gradient,
         eval_size=args.eval_size, data=args.data, data_root=args.data_root,
-        max_minutes=args.max_minutes, init=args.init,
+        max_minutes=args.max_minutes, init=args.init, jac_reg=args.jac_reg,
     )
     # under torchrun: one data-parallel rank (see docs/distributed.md); else a single process
     with launched(args.device) as env:
@@ -43,10 +43,12 @@ def _eval(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from jiio_tasks.adversarial.evaluate import bench, load_run
+    from jiio_tasks.adversarial.evaluate import bench, bench_summary, load_run
     from jiio_tasks.adversarial.train import eval_subset, fit_images, load_split
     from jiio_zoo.registry import load
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     cfg: dict[str, Any]
     if args.run is not None:
         model, cfg = load_run(args.run)
@@ -57,15 +59,13 @@ def _bench(args: argparse.Namespace) -> int:
     eps = float(args.eps if args.eps is not None else cfg["eps"])
     x, y = load_split(cfg["data"], "test", cfg.get("data_root"))
     x, y = eval_subset(fit_images(x, model), y, args.size)
-    r = bench(model, x, y, eps, args.out, pgd_steps=args.pgd_steps,
-              jiio_iterations=tuple(args.jiio_iterations))
-    print(
-        f"PGD-{r['pgd_steps']}: {r['pgd_seconds']:.2f}s loss {r['pgd_loss']:.3f} acc "
-        f"{100 * r['pgd_accuracy']:.1f}% | JIIO-{r['jiio_iterations']}: {r['jiio_seconds']:.2f}s "
-        f"loss {r['jiio_loss']:.3f} acc {100 * r['jiio_accuracy']:.1f}% | time ratio PGD/JIIO "
-        f"{r['time_ratio_pgd_over_jiio']:.2f}, strength ratio JIIO/PGD (CE) "
-        f"{r['strength_ratio_jiio_over_pgd']:.2f}; wrote {args.out}/attack_loss_vs_time.png"
-    )
+    kwargs: dict[str, Any] = {}
+    if args.pgd_grid is not None:
+        kwargs["pgd_grid"] = tuple(args.pgd_grid)
+    r = bench(model, x, y, eps, args.out, pgd_steps=args.pgd_steps, jiio_iterations=tuple(args.jiio_iterations),
+              repeats=args.repeats, progress=not args.no_progress, **kwargs)
+    print(bench_summary(r))
+    print(f"wrote {args.out}/bench.json and {args.out}/attack_loss_vs_time.png")
     return 0
 
 
@@ -83,10 +83,14 @@ def register(commands: Any) -> None:
                    help="total training steps (batches), counted across resumes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--eps", type=float, default=None,
-                   help="L∞ radius of the attacks on [0, 1] pixels (default: the config's solver epsilon)")
+                   help="L2 radius of the attacks on [0, 1] pixels (default: the config's solver epsilon)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="global batch size, split over ranks under torchrun (default: the config's value)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's value)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the config's optimiser (Adam) (default: the config's value)")
+    p.add_argument("--jac-reg", type=float, default=None,
+                   help="λ of the Jacobian penalty (Hutchinson estimate of ‖∂f/∂z‖_F²/N, paper A.1) added "
+                   "to the training loss; 0 turns it off (default: the config's jac_reg)")
     p.add_argument("--pgd-steps", type=int, default=10,
                    help="PGD iterations per batch with --method pgd (default: %(default)s)")
     p.add_argument("--jiio-iterations", type=int, default=None,
@@ -124,10 +128,15 @@ def register(commands: Any) -> None:
     e.add_argument("--jiio-iterations", type=int, default=40,
                    help="iterations of the JIIO attack (default: %(default)s)")
     e.add_argument("--eps", type=float, default=None,
-                   help="L∞ attack radius on [0, 1] pixels (default: each run's training eps)")
+                   help="L2 attack radius on [0, 1] pixels (default: each run's training eps)")
     e.set_defaults(handler=_eval)
 
-    b = commands.bench.add_parser("adversarial", help="JIIO attack vs PGD-20: time and strength")
+    b = commands.bench.add_parser(
+        "adversarial", help="JIIO attack vs the cheapest PGD-k at PGD-N's best success: CPU-time ratio",
+        description="Scores every attack by success and CE at a tight DEQ equilibrium of its images; sweeps "
+        "each PGD-k's step size until the best is interior; target = the best success of PGD-N "
+        "(--pgd-steps); times the cheapest PGD-k reaching it against JIIO-k* (the fewest iterations "
+        "from which on JIIO stays at the target) by CPU time over --repeats interleaved pairs.")
     b.add_argument("--run-dir", "--run", dest="run", default=None, help="a trained run directory (default: a fresh --config model)")
     b.add_argument("--config", default="digits_adv_small",
                    help="zoo config name or path to a .json config file (see `jiio config --help`) of the "
@@ -135,11 +144,22 @@ def register(commands: Any) -> None:
     b.add_argument("--seed", type=int, default=0,
                    help="seed of the fresh --config model's initialisation (default: %(default)s)")
     b.add_argument("--eps", type=float, default=None,
-                   help="L∞ attack radius on [0, 1] pixels (default: the run's training eps, or the "
+                   help="L2 attack radius on [0, 1] pixels (default: the run's training eps, or the "
                    "config's solver epsilon)")
     b.add_argument("--size", type=int, default=100, help="test images in the attacked batch (default: %(default)s)")
-    b.add_argument("--pgd-steps", type=int, default=20, help="iterations of the PGD baseline (default: %(default)s)")
+    b.add_argument("--pgd-steps", type=int, default=20,
+                   help="N of the reference PGD-N: its best success (over step sizes) is the target "
+                   "(default: %(default)s)")
+    b.add_argument("--pgd-grid", type=int, nargs="+", default=None,
+                   help="PGD step counts k to sweep, each at its best step size (--pgd-steps is added) "
+                   "(default: 1 2 3 5 7 10 14 20 28 40)")
     b.add_argument("--jiio-iterations", type=int, nargs="+", default=[10, 20, 40, 80],
-                   help="JIIO iteration budgets to time, one or more (default: %(default)s)")
+                   help="JIIO iteration counts to score; k* is the smallest of them from which on JIIO's "
+                   "success stays at the target (default: %(default)s)")
+    b.add_argument("--repeats", type=int, default=3,
+                   help="interleaved timed pairs (PGD, JIIO) after one warm-up pair (default: %(default)s)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's own choice)")
+    b.add_argument("--no-progress", action="store_true", help="hide the progress bar (stderr)")
     b.add_argument("--out", required=True, help="directory for bench.json and attack_loss_vs_time.png")
     b.set_defaults(handler=_bench)

@@ -1,22 +1,28 @@
-"""Robust evaluation (Table 5) and the JIIO-vs-PGD attack benchmark."""
+"""Robust evaluation (Table 5) and the JIIO-vs-PGD attack speed benchmark (:func:`bench`)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm  # type: ignore[import-untyped]
 
+from jiio_core.baselines import DEQSolver
 from jiio_tasks.adversarial.attacks import JIIOAttack, PGDAttack, default_deq, deq_logits, evaluating
 from jiio_tasks.adversarial.train import METHODS, eval_subset, fit_images, load_split, robust_accuracies
 from jiio_tasks.runs import RunDir
+from jiio_tasks.speed import PairedRatio, cpu_seconds, first_stable_k, interior_sweep, paired_ratio
 from jiio_zoo.checkpoint import load_model
 from jiio_zoo.model import ZooModel
+from jiio_zoo.recipe import deq_solver
 
 COLUMNS = ("clean", "pgd", "jiio")
 
@@ -83,69 +89,300 @@ def evaluate_runs(runs: Sequence[str], out: str | Path, size: int = 500, pgd_ste
     return payload
 
 
-def bench(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, eps: float, out: str | Path,
-          pgd_steps: int = 20, jiio_iterations: Sequence[int] = (10, 20, 40, 80)) -> dict[str, Any]:
-    """Time PGD-``pgd_steps`` and JIIO (several iteration budgets) on the same batch; write
-    the attack loss vs wall-clock PNG and ``bench.json``; return the numbers."""
+PGD_STEPS_GRID: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 14, 20, 28, 40)
+"""PGD step counts :func:`bench` sweeps (each at its best step size)."""
+
+JIIO_ITERATIONS_GRID: tuple[int, ...] = (5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120)
+"""JIIO iteration counts :func:`bench` scores to find ``k*``."""
+
+REL_STEP_FACTORS: tuple[float, ...] = (0.5, 1.0, 2.0)
+"""PGD-k's first step-size grid, as multiples of its default ``rel_step = 2.5 / k``; the sweep
+extends it (×2 or ÷2) until the best is interior (:func:`jiio_tasks.speed.interior_sweep`)."""
+
+SCORE_MAX_ITER = 300
+SCORE_TOL = 1e-6
+
+
+def tight_deq(model: ZooModel) -> DEQSolver:
+    """The tight DEQ solve every attack is scored with (``max_iter`` 300, ``tol`` 1e-6)."""
+    return deq_solver(model, max_iter=SCORE_MAX_ITER, tol=SCORE_TOL)
+
+
+def attack_score(model: ZooModel, images: Tensor, labels: Tensor, deq: DEQSolver) -> dict[str, Any]:
+    """``success`` (fraction of ``images`` misclassified), mean cross-entropy ``ce`` at the DEQ
+    equilibrium of ``images`` solved by ``deq``, and ``unconverged``: samples whose solve did
+    not reach its tolerance."""
+    with torch.no_grad(), evaluating(model):
+        sol = deq.solve(model.layer, images)
+        logits = model.head(sol.z)
+    wrong = int((logits.argmax(1) != labels).sum())
+    return {"success": wrong / int(labels.shape[0]), "ce": float(F.cross_entropy(logits, labels)),
+            "unconverged": int((~sol.converged).sum())}
+
+
+def sweep_objective(success: float, ce: float, batch: int) -> float:
+    """What PGD's step-size sweep minimises: ``−success``, ties broken by the larger CE. The
+    CE term (CE rounded to 1e-4, so float noise is a tie, mapped into [0, 1/(2·batch)))
+    is below half a sample, so it never outweighs a difference in success."""
+    c = round(max(float(ce), 0.0), 4)
+    return -(float(success) + c / (1.0 + c) / (2.0 * batch))
+
+
+def _int_grid(name: str, values: object) -> list[int]:
+    ok = isinstance(values, (list, tuple)) and len(values) > 0 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+    if not ok:
+        raise ValueError(f"{name} must be a non-empty sequence of ints >= 1, got {values!r}")
+    assert isinstance(values, (list, tuple))
+    return sorted({int(v) for v in values})
+
+
+def _check_bench_args(images: Tensor, labels: Tensor, eps: float, pgd_steps: int,
+                      rel_step_factors: Sequence[float], repeats: int, warmup: int) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (N, C, H, W), got {got}")
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0] \
+            or labels.shape[0] == 0:
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a tensor (N,) with N = images.shape[0] = {images.shape[0]} >= 1, "
+                         f"got {got}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if isinstance(pgd_steps, bool) or not isinstance(pgd_steps, int) or pgd_steps < 1:
+        raise ValueError(f"pgd_steps must be an int >= 1, got {pgd_steps!r}")
+    if not isinstance(rel_step_factors, (list, tuple)) or not rel_step_factors or any(
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0)
+            for f in rel_step_factors):
+        raise ValueError(f"rel_step_factors must be a non-empty sequence of finite numbers > 0, "
+                         f"got {rel_step_factors!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+
+
+def bench(
+    model: ZooModel,
+    images: Tensor,
+    labels: Tensor,
+    eps: float,
+    out: str | Path | None = None,
+    *,
+    pgd_steps: int = 20,
+    pgd_grid: Sequence[int] = PGD_STEPS_GRID,
+    jiio_iterations: Sequence[int] = JIIO_ITERATIONS_GRID,
+    rel_step_factors: Sequence[float] = REL_STEP_FACTORS,
+    repeats: int = 3,
+    warmup: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """JIIO vs the cheapest PGD-k at equal attack success, by the fair procedure of
+    :mod:`jiio_tasks.speed`; writes ``bench.json`` and ``attack_loss_vs_time.png`` under
+    ``out`` (if given) and returns the numbers.
+
+    - **Score**: success (fraction misclassified) and mean CE of the images an attack
+      returns, at their DEQ equilibrium re-solved tightly (:func:`tight_deq`); samples whose
+      solve did not converge are counted (``unconverged``).
+    - **PGD**: for every ``k`` in ``pgd_grid`` (plus ``pgd_steps``), ``PGDAttack(eps, steps=k,
+      rel_step=r)`` with ``r`` swept from ``rel_step_factors · 2.5/k`` by
+      :func:`~jiio_tasks.speed.interior_sweep`, maximising success (ties: larger CE).
+      PGD's inner solves use the config's DEQ solver (:func:`default_deq`).
+    - **Target** = the best success of PGD-``pgd_steps`` over its step sizes. The baseline is
+      the cheapest PGD-k: the smallest ``k`` whose best success is ≥ the target.
+    - **JIIO**: ``JIIOAttack(eps, iterations=k)`` for ``k`` in ``jiio_iterations``; ``k*`` is
+      the smallest ``k`` from which on (over the tried counts) success stays ≥ the target
+      (:func:`~jiio_tasks.speed.first_stable_k`), ``None`` if there is none.
+    - **Time**: the baseline and JIIO-``k*`` by process CPU time, ``repeats`` interleaved pairs
+      after ``warmup`` (:func:`~jiio_tasks.speed.paired_ratio`): the ratio PGD/JIIO as the
+      median with min–max; both also in units of one plain DEQ forward solve of the clean batch
+      (config's solver, median CPU time of ``repeats`` solves).
+
+    The per-setting CPU times in ``pgd_sweep`` / ``jiio_sweep`` (the PNG's x axis) are single
+    runs; only the paired timing gives the ratio. ``progress`` shows a tqdm bar on stderr.
+    """
+    _check_bench_args(images, labels, eps, pgd_steps, rel_step_factors, repeats, warmup)
+    ks = sorted(set(_int_grid("pgd_grid", pgd_grid)) | {pgd_steps})
+    jks = _int_grid("jiio_iterations", jiio_iterations)
+    eps = float(eps)
+    model.eval()
+    batch = int(labels.shape[0])
     deq = default_deq(model)
+    scorer = tight_deq(model)
+    clean = attack_score(model, images, labels, scorer)
+    bar = tqdm(total=len(ks) + len(jks) + 1, disable=not progress, desc="bench adversarial", unit="setting")
 
-    def ce(adv: torch.Tensor) -> float:
+    def pgd_sweep(k: int) -> dict[str, Any]:
+        tried: dict[float, dict[str, Any]] = {}
+
+        def objective(rel: float) -> float:
+            attack = PGDAttack(eps, steps=k, rel_step=rel)
+            secs, adv = cpu_seconds(lambda: attack.perturb(model, images, labels, deq))
+            s = attack_score(model, adv, labels, scorer)
+            tried[rel] = {"rel_step": rel, "step_size": attack.step_size, "cpu_seconds": secs, **s}
+            bar.set_postfix_str(f"PGD-{k} rel_step {rel:.3g}: success {s['success']:.3f}")
+            return sweep_objective(s["success"], s["ce"], batch)
+
+        best, _ = interior_sweep(objective, [f * 2.5 / k for f in rel_step_factors])
+        rels = sorted(tried)
+        bar.update(1)
+        return {"steps": k, **tried[best], "interior": rels[0] < best < rels[-1],
+                "tried": [tried[r] for r in rels]}
+
+    pgd_rows = [pgd_sweep(k) for k in ks]
+    by_k = {r["steps"]: r for r in pgd_rows}
+    target = float(by_k[pgd_steps]["success"])
+    base = next(r for r in pgd_rows if r["success"] >= target)  # PGD-pgd_steps itself qualifies
+
+    jiio_rows: list[dict[str, Any]] = []
+    for k in jks:
+        attack = JIIOAttack(eps, iterations=k)
+        secs, (adv, _) = cpu_seconds(functools.partial(attack.perturb, model, images, labels))
+        s = attack_score(model, adv, labels, scorer)
+        jiio_rows.append({"iterations": k, "cpu_seconds": secs, **s})
+        bar.set_postfix_str(f"JIIO-{k}: success {s['success']:.3f}")
+        bar.update(1)
+    k_star = first_stable_k({r["iterations"]: -r["success"] for r in jiio_rows}, -target)
+
+    bar.set_postfix_str("timing")
+    pgd_attack = PGDAttack(eps, steps=base["steps"], rel_step=base["rel_step"])
+
+    def pgd_run() -> Tensor:
+        return pgd_attack.perturb(model, images, labels, deq)
+
+    def forward_run() -> Tensor:
         with torch.no_grad(), evaluating(model):
-            return float(F.cross_entropy(deq_logits(model, adv, deq), labels))
+            return deq_logits(model, images, deq)
 
-    def acc(adv: torch.Tensor) -> float:
-        with torch.no_grad(), evaluating(model):
-            return float((deq_logits(model, adv, deq).argmax(1) == labels).float().mean())
+    ratio: PairedRatio | None = None
+    if k_star is not None:
+        jiio_attack = JIIOAttack(eps, iterations=k_star)
+        ratio = paired_ratio(pgd_run, lambda: jiio_attack.perturb(model, images, labels),
+                             repeats=repeats, warmup=warmup)
+        pgd_times = list(ratio.baseline_seconds)
+    else:
+        for _ in range(warmup):
+            pgd_run()
+        pgd_times = [cpu_seconds(pgd_run)[0] for _ in range(repeats)]
+    for _ in range(warmup):
+        forward_run()
+    fwd_times = [cpu_seconds(forward_run)[0] for _ in range(repeats)]
+    bar.update(1)
+    bar.close()
 
-    pgd_curve = [(0.0, ce(images))]
-    for k in (1, 2, 5, 10, pgd_steps):
-        if k > pgd_steps:
-            continue
-        t0 = time.perf_counter()
-        adv = PGDAttack(eps, steps=k).perturb(model, images, labels, deq)
-        pgd_curve.append((time.perf_counter() - t0, ce(adv)))
-    pgd_final = pgd_curve[-1]
-    pgd_adv_acc = acc(adv)
-    jiio_curve = [(0.0, ce(images))]
-    jiio_acc = 1.0
-    for it in jiio_iterations:
-        t0 = time.perf_counter()
-        jadv, _ = JIIOAttack(eps, iterations=it).perturb(model, images, labels)
-        jiio_curve.append((time.perf_counter() - t0, ce(jadv)))
-        jiio_acc = acc(jadv)
-    jiio_final = jiio_curve[-1]
-    result = {
+    fwd = statistics.median(fwd_times)
+    pgd_cpu = statistics.median(pgd_times)
+    jiio_row = None if k_star is None else next(r for r in jiio_rows if r["iterations"] == k_star)
+    result: dict[str, Any] = {
         "eps": eps,
-        "batch": int(labels.shape[0]),
-        "pgd_steps": pgd_steps,
-        "jiio_iterations": int(jiio_iterations[-1]),
-        "pgd_seconds": pgd_final[0],
-        "jiio_seconds": jiio_final[0],
-        "time_ratio_pgd_over_jiio": pgd_final[0] / max(jiio_final[0], 1e-12),
-        "pgd_loss": pgd_final[1],
-        "jiio_loss": jiio_final[1],
-        "strength_ratio_jiio_over_pgd": jiio_final[1] / max(pgd_final[1], 1e-12),
-        "pgd_accuracy": pgd_adv_acc,
-        "jiio_accuracy": jiio_acc,
-        "clean_loss": pgd_curve[0][1],
-        "pgd_curve": pgd_curve,
-        "jiio_curve": jiio_curve,
+        "batch": batch,
+        "scoring": f"success and mean CE at the DEQ equilibrium of the returned images, re-solved "
+                   f"with max_iter {SCORE_MAX_ITER}, tol {SCORE_TOL:g}",
+        "target_definition": f"best success of PGD-{pgd_steps} over its step-size sweep",
+        "timing": f"process CPU seconds, {repeats} interleaved repeats after {warmup} warm-up",
+        "clean_ce": clean["ce"],
+        "clean_error": clean["success"],
+        "clean_unconverged": clean["unconverged"],
+        "reference_pgd_steps": pgd_steps,
+        "target_success": target,
+        "pgd_grid": ks,
+        "pgd_sweep": pgd_rows,
+        "pgd_steps": base["steps"],
+        "pgd_rel_step": base["rel_step"],
+        "pgd_step_size": base["step_size"],
+        "pgd_step_interior": base["interior"],
+        "pgd_success": base["success"],
+        "pgd_ce": base["ce"],
+        "pgd_cpu_seconds": pgd_times,
+        "pgd_seconds": pgd_cpu,
+        "jiio_sweep": jiio_rows,
+        "jiio_iterations": k_star,
+        "jiio_success": None if jiio_row is None else jiio_row["success"],
+        "jiio_ce": None if jiio_row is None else jiio_row["ce"],
+        "jiio_cpu_seconds": None if ratio is None else list(ratio.jiio_seconds),
+        "jiio_seconds": None if ratio is None else statistics.median(ratio.jiio_seconds),
+        "ratio_median": None if ratio is None else ratio.median,
+        "ratio_min": None if ratio is None else min(ratio.ratios),
+        "ratio_max": None if ratio is None else max(ratio.ratios),
+        "equal_success": None if ratio is None else {
+            "jiio_iterations": k_star, "jiio_seconds": statistics.median(ratio.jiio_seconds),
+            "speedup": ratio.median},
+        "forward_solve_cpu_seconds": fwd_times,
+        "forward_solve_seconds": fwd,
+        "pgd_over_forward": pgd_cpu / fwd,
+        "jiio_over_forward": None if ratio is None else statistics.median(ratio.jiio_seconds) / fwd,
+        "unconverged_max": max([clean["unconverged"]]
+                               + [t["unconverged"] for r in pgd_rows for t in r["tried"]]
+                               + [r["unconverged"] for r in jiio_rows]),
     }
-    dest = Path(out)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf8")
+    if out is not None:
+        dest = Path(out)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf8")
+        plot_bench(result, dest / "attack_loss_vs_time.png")
+    return result
+
+
+def bench_summary(r: dict[str, Any]) -> str:
+    """The lines the CLI and the benchmark script print for a :func:`bench` result."""
+    lines = [
+        f"clean: error {r['clean_error']:.3f}, CE {r['clean_ce']:.3f} ({r['batch']} images, eps {r['eps']:g}; "
+        f"{r['scoring']})",
+        f"target success = {r['target_definition']} = {r['target_success']:.3f}",
+        "PGD-k at its best step size: " + ", ".join(
+            f"{p['steps']}: {p['success']:.3f}" + ("" if p["interior"] else " (best step not interior)")
+            for p in r["pgd_sweep"]),
+        "JIIO-k: " + ", ".join(f"{j['iterations']}: {j['success']:.3f}" for j in r["jiio_sweep"]),
+        f"cheapest PGD at the target: PGD-{r['pgd_steps']}, rel_step {r['pgd_rel_step']:.4g} (step size "
+        f"{r['pgd_step_size']:.4g}), success {r['pgd_success']:.3f}, CE {r['pgd_ce']:.3f}, "
+        f"{r['pgd_seconds']:.2f} CPU s = {r['pgd_over_forward']:.1f} forward solves",
+    ]
+    if r["jiio_iterations"] is None:
+        lines.append(f"JIIO never stays at the target success within {r['jiio_sweep'][-1]['iterations']} "
+                     "iterations: no ratio")
+    else:
+        lines += [
+            f"JIIO k* = {r['jiio_iterations']}: success {r['jiio_success']:.3f}, CE {r['jiio_ce']:.3f}, "
+            f"{r['jiio_seconds']:.2f} CPU s = {r['jiio_over_forward']:.1f} forward solves",
+            f"CPU-time ratio PGD-{r['pgd_steps']} / JIIO-{r['jiio_iterations']}: {r['ratio_median']:.2f}x "
+            f"(min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f}, {len(r['pgd_cpu_seconds'])} repeats)",
+        ]
+    lines.append(f"one DEQ forward solve of the clean batch (config's solver): {r['forward_solve_seconds']:.3f} CPU s")
+    if r["unconverged_max"]:
+        lines.append(f"warning: up to {r['unconverged_max']} of {r['batch']} samples did not converge in a "
+                     "scoring solve")
+    return "\n".join(lines)
+
+
+def plot_bench(r: dict[str, Any], path: Path) -> None:
+    """Success and CE at equilibrium vs CPU seconds (one run each) of PGD-k at its best step
+    size and of JIIO-k; the target success and the two compared settings marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(*zip(*pgd_curve, strict=True), "o-", label=f"PGD (1..{pgd_steps} steps)")
-    ax.plot(*zip(*jiio_curve, strict=True), "s-", label=f"JIIO ({', '.join(map(str, jiio_iterations))} its)")
-    ax.set_xlabel("wall-clock seconds")
-    ax.set_ylabel("mean cross-entropy at the attack")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, label in ((axes[0], "success", "success (fraction misclassified)"),
+                           (axes[1], "ce", "mean cross-entropy")):
+        pgd = [(p["cpu_seconds"], p[key]) for p in r["pgd_sweep"]]
+        jiio = [(j["cpu_seconds"], j[key]) for j in r["jiio_sweep"]]
+        ax.plot(*zip(*pgd, strict=True), "o-", ms=4, label="PGD-k, best step size")
+        ax.plot(*zip(*jiio, strict=True), "s-", ms=4, label="JIIO-k")
+        base = next(p for p in r["pgd_sweep"] if p["steps"] == r["pgd_steps"])
+        ax.plot([base["cpu_seconds"]], [base[key]], "o", ms=10, mfc="none", color="C0",
+                label=f"PGD-{r['pgd_steps']} (cheapest at target)")
+        if r["jiio_iterations"] is not None:
+            j = next(j for j in r["jiio_sweep"] if j["iterations"] == r["jiio_iterations"])
+            ax.plot([j["cpu_seconds"]], [j[key]], "s", ms=10, mfc="none", color="C1",
+                    label=f"JIIO-{r['jiio_iterations']} (k*)")
+        if key == "success":
+            ax.axhline(r["target_success"], color="gray", lw=0.6, ls="--",
+                       label=f"target: best PGD-{r['reference_pgd_steps']}")
+        ax.set_xlabel("CPU seconds (one run)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"L2 attack, eps {r['eps']:g}, {r['batch']} images; scored at a tight equilibrium", fontsize=9)
     fig.tight_layout()
-    fig.savefig(dest / "attack_loss_vs_time.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return result

@@ -190,7 +190,7 @@ def test_non_finite_gradient_stops_before_the_update() -> None:
     backward_and_step(opt, model(x).pow(2).mean(), 0)  # a normal step: Adam has state now
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adam_state = {k: {n: t.clone() for n, t in v.items()} for k, v in opt.state_dict()["state"].items()}
-    with pytest.raises(NonFiniteError, match="step 2: the loss .* not finite; stopped before the update"):
+    with pytest.raises(NonFiniteError, match=r"step 2: the loss .* not finite; stopped before the update"):
         backward_and_step(opt, model(x).pow(2).mean() * float("inf"), 1)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
