@@ -135,6 +135,16 @@ def optional(check: Validator) -> Validator:
     return wrapped
 
 
+def one_of(*choices: str) -> Validator:
+    """Validator: one of the given strings."""
+
+    def check(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"{_where(inst, a)} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+    return check
+
+
 def instance_of(cls: type) -> Validator:
     def check(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
         if not isinstance(value, cls):

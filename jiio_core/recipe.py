@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
-from jiio_core._checks import int_at_least, number_above, optional
+from jiio_core._checks import int_at_least, number_above, one_of, optional
 from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard
 from jiio_core.baselines import DEQSolver
 from jiio_core.constraint import Constraint
@@ -33,17 +33,6 @@ XStep = Literal["gradient", "normalized"]
 SelectionKind = Literal["tradeoff", "residual", "cost"]
 OuterKind = Literal["shortcut", "kkt", "fixed-input", "unrolled"]
 OUTER_GRADIENTS: tuple[str, ...] = ("shortcut", "kkt", "fixed-input", "unrolled")
-
-
-def _choice(*choices: str) -> Any:
-    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value not in choices:
-            raise ValueError(
-                f"{type(inst).__name__}.{attribute.name} must be one of "
-                f"{', '.join(map(repr, choices))}, got {value!r}"
-            )
-
-    return check
 
 
 def _damping_triple(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -72,7 +61,7 @@ class SolveSettings:
     than ``switch_at`` never switches).
     """
 
-    accelerator: AcceleratorKind = attrs.field(default="anderson1", validator=_choice(*ACCELERATORS))
+    accelerator: AcceleratorKind = attrs.field(default="anderson1", validator=one_of(*ACCELERATORS))
     memory: int = attrs.field(default=20, validator=int_at_least(1))
     """History length of Anderson, or the rank of Broyden's inverse Jacobian."""
     damping: tuple[float, float, float] = attrs.field(
@@ -80,11 +69,11 @@ class SolveSettings:
     )
     x_late: float | None = attrs.field(default=None, validator=optional(number_above(0.0)))
     switch_at: int | None = attrs.field(default=None, validator=optional(int_at_least(0)))
-    x_step: XStep = attrs.field(default="gradient", validator=_choice("gradient", "normalized"))
+    x_step: XStep = attrs.field(default="gradient", validator=one_of("gradient", "normalized"))
     max_iter: int = attrs.field(default=100, validator=int_at_least(1))
     tol: float = attrs.field(default=1e-4, validator=number_above(0.0, inclusive=True))
     equilibrium_tol: float = attrs.field(default=1e-3, validator=number_above(0.0))
-    selection: SelectionKind = attrs.field(default="tradeoff", validator=_choice("tradeoff", "residual", "cost"))
+    selection: SelectionKind = attrs.field(default="tradeoff", validator=one_of("tradeoff", "residual", "cost"))
     check_every: int = attrs.field(default=5, validator=int_at_least(1))
     forward_max_iter: int = attrs.field(default=50, validator=int_at_least(1))
     """Budget of a plain DEQ forward solve (:meth:`deq_solver`, :meth:`JointProblem.equilibrium`)."""
