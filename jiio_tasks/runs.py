@@ -88,8 +88,8 @@ def backward_and_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-    finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
-    if not bool(finite):
+    finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+    if not finite:
         opt.zero_grad(set_to_none=True)
         raise NonFiniteError(
             f"step {step + 1}: the loss ({float(loss.detach()):.4g}) or its gradient is not finite; "
