@@ -155,3 +155,20 @@ def write(name: str, args: argparse.Namespace, device: torch.device, result: dic
 
 def mb(nbytes: float | None) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 2**20:.1f} MiB"
+
+
+def decoder_and_faces(name: str, count: int, device: torch.device, split: str = "test") -> tuple[Any, torch.Tensor]:
+    """The pretrained zoo decoder ``name`` (eval mode) and ``count`` embedded faces in [0, 1] on
+    ``device``: the first held-out faces (``split="test"``), or the *last* training faces
+    (``split="train"``, for tuning without touching the held-out ones)."""
+    from jiio_tasks.data import EmbeddedFaces
+    from jiio_tasks.generative.problem import image_shape
+    from jiio_zoo import load
+
+    model = load(name, device=device).eval()
+    _, h, _ = image_shape(model)
+    faces = EmbeddedFaces(split, size=h, augment=False).images  # type: ignore[arg-type]
+    if not 1 <= count <= len(faces):
+        raise SystemExit(f"--faces must be in [1, {len(faces)}] for the {split} split, got {count}")
+    chosen = faces[:count] if split == "test" else faces[len(faces) - count :]
+    return model, chosen.to(device)

@@ -1,10 +1,13 @@
-"""Time-to-equal-loss of JIIO versus Adam over the DEQ (latent inversion, small tanh DEQ, CPU).
+"""JIIO versus Adam over the DEQ on latent inversion with the core's small tanh DEQ (CPU).
 
-Adam runs ``--adam-steps`` steps (each a full DEQ forward solve and implicit backward solve);
-its final mean loss is the target. JIIO's trace gives the first iteration ``k*`` at which the
-batch-mean of each sample's best cost so far reaches that target; a JIIO solve with
-``max_iter = k*`` is then timed on its own (median of ``--repeats``) and its final loss checked.
-Prints both times and their ratio. Run: ``python benchmarks/bench_core_inversion.py [--device cuda]``.
+The fair procedure of :mod:`jiio_tasks.speed` on :func:`jiio_core.demo.make_setup`'s decoder:
+both methods scored by the mean loss at the DEQ equilibrium of the latents they return
+(re-solved to a relative residual of 1e-5); Adam-``--adam-steps``'s learning rate swept until
+the best is interior; ``k*`` = the fewest JIIO iterations from which on its score stays at or
+below Adam's; CPU-time ratio over ``--repeats`` interleaved runs (median, min–max); for JIIO
+with Anderson type I and type II.
+
+Run: ``python benchmarks/bench_core_inversion.py [--device cuda]``.
 """
 
 from __future__ import annotations
@@ -16,18 +19,12 @@ from typing import Any
 import _common as C
 import torch
 
-from jiio_core import (
-    Accelerator,
-    Adam,
-    AndersonI,
-    AndersonII,
-    Damping,
-    DEQSolver,
-    JointProblem,
-    LowestCost,
-    optimize_input,
-)
+from jiio_core import Adam, DEQSolver, optimize_input
 from jiio_core.demo import make_setup
+from jiio_core.recipe import SolveSettings
+from jiio_tasks.speed import compare
+
+ITERATIONS = (*range(5, 41, 5), 50, 60, 80, 100, 150, 200)
 
 
 def main() -> None:
@@ -36,7 +33,7 @@ def main() -> None:
     parser.add_argument("--state", type=int, default=256)
     parser.add_argument("--latent", type=int, default=16)
     parser.add_argument("--adam-steps", type=int, default=40)
-    parser.add_argument("--adam-lr", type=float, default=0.1)
+    parser.add_argument("--adam-lrs", default="0.05,0.1,0.2,0.4", help="starting grid of Adam learning rates")
     parser.add_argument("--max-iter", type=int, default=200)
     C.add_common_args(parser)
     args = parser.parse_args()
@@ -46,64 +43,44 @@ def main() -> None:
     targets = setup.targets.to(device)
     x0 = torch.zeros(args.batch, args.latent, device=device)
     deq = DEQSolver(max_iter=50, tol=1e-5, backward_max_iter=50, backward_tol=1e-5)
+    base = SolveSettings(damping=(0.8, 0.6, 0.008), tol=0.0)  # α_x ≈ 1/128: 1.0 on the mean
+    scorer = base.problem(layer, objective, x_shape=(args.latent,))
 
-    def adam_run() -> Any:
-        return optimize_input(layer, objective, targets, x0, Adam(lr=args.adam_lr), args.adam_steps, deq=deq)
+    def score(x: torch.Tensor) -> float:
+        return float(scorer.equilibrium(targets, x, tol=1e-5, max_iter=500).loss.mean())
 
-    adam_time, adam = C.timed(adam_run, device, args.repeats, args.warmup)
-    target = float(adam.loss.mean())
-    adam_mem = C.peak_memory(adam_run, device)
-    print(f"machine: {C.machine(device)}")
-    print(
-        f"Adam-{args.adam_steps} over DEQ: mean loss {target:.3e}, {adam_time * 1e3:.0f} ms "
-        f"(forward evals per sample {int(adam.forward_iterations.float().mean())}), peak {C.mb(adam_mem)}"
-    )
+    def adam(lr: float) -> torch.Tensor:
+        x: torch.Tensor = optimize_input(layer, objective, targets, x0, Adam(lr=lr), args.adam_steps, deq=deq).x
+        return x
+
+    lrs = tuple(float(v) for v in args.adam_lrs.split(","))
+    ks = [k for k in ITERATIONS if k < args.max_iter] + [args.max_iter]
     result: dict[str, Any] = {"batch": args.batch, "state": args.state, "latent": args.latent,
-                              "adam_steps": args.adam_steps, "adam_lr": args.adam_lr, "adam_seconds": adam_time,
-                              "adam_loss": target, "adam_peak_bytes": adam_mem, "jiio": {}}
+                              "adam_steps": args.adam_steps, "jiio": {}}
+    reference = None
+    print(f"machine: {C.machine(device)}")
+    for name, kind in (("Anderson-I", "anderson1"), ("Anderson-II", "anderson2")):
+        settings = base.evolve(accelerator=kind, memory=20)
 
-    for name, acc in (("Anderson-I", AndersonI(memory=20)), ("Anderson-II", AndersonII(memory=20))):
-
-        def problem(max_iter: int, acc: Accelerator[Any] = acc) -> JointProblem:
-            return JointProblem(
-                layer,
-                objective,
-                accelerator=acc,
-                damping=Damping(z=0.8, mu=0.6, x=1.0),
-                max_iter=max_iter,
-                tol=0.0,
-                x_shape=(args.latent,),
-                selection=LowestCost(),
-            )
-
-        with torch.no_grad():
-            full = problem(args.max_iter).solve(targets, x0)
-        best_so_far = torch.cummin(full.trace.cost, dim=0).values.mean(dim=1)
-        hits = (best_so_far <= target).nonzero()
-        if hits.numel() == 0:
-            print(
-                f"JIIO {name}: never reached Adam's loss in {args.max_iter} iterations "
-                f"(best mean {float(best_so_far.min()):.3e})"
-            )
-            result["jiio"][name] = None
-            continue
-        k = int(hits[0]) + 1
-        solver = problem(k)
-
-        def jiio_run(solver: JointProblem = solver) -> Any:
+        def jiio(k: int, settings: SolveSettings = settings) -> torch.Tensor:
+            problem = settings.evolve(max_iter=k).problem(layer, objective, x_shape=(args.latent,))
             with torch.no_grad():
-                return solver.solve(targets, x0)
+                x: torch.Tensor = problem.solve(targets, x0).x
+            return x
 
-        jiio_time, sol = C.timed(jiio_run, device, args.repeats, args.warmup)
-        jiio_mem = C.peak_memory(jiio_run, device)
-        result["jiio"][name] = {"iterations_to_target": k, "seconds": jiio_time, "loss": float(sol.loss.mean()),
-                                "speedup": adam_time / jiio_time, "peak_bytes": jiio_mem,
-                                "memory_ratio": None if not adam_mem or jiio_mem is None else jiio_mem / adam_mem}
-        print(
-            f"JIIO {name}: reaches it at iteration {k}: mean loss {float(sol.loss.mean()):.3e}, "
-            f"{jiio_time * 1e3:.0f} ms -> Adam/JIIO time ratio {adam_time / jiio_time:.1f}x, peak {C.mb(jiio_mem)} "
-            f"(final loss after {args.max_iter} iterations {float(full.loss.mean()):.3e})"
-        )
+        res = compare(adam, jiio, score, step_sizes=lrs, iterations=ks, repeats=args.repeats, reference=reference)
+        reference = res.pop("reference")
+        result["jiio"][name] = res
+        result.update(adam_lr=res["baseline_step_size"], adam_lr_sweep=res["baseline_sweep"],
+                      adam_loss=res["baseline_loss"])
+        k = res["jiio_iterations_to_baseline_loss"]
+        if k is None:
+            print(f"JIIO {name}: never reached Adam's loss at equilibrium in {args.max_iter} iterations")
+            continue
+        print(f"Adam-{args.adam_steps} lr {res['baseline_step_size']:g} (sweep {res['baseline_sweep']}): "
+              f"{res['baseline_loss']:.3e}; JIIO {name}: k* = {k}, {res['jiio_loss']:.3e}; CPU "
+              f"{1e3 * res['baseline_cpu_median']:.0f} ms vs {1e3 * res['jiio_cpu_median']:.0f} ms -> "
+              f"{res['ratio_median']:.1f}x (min {res['ratio_min']:.1f}, max {res['ratio_max']:.1f})")
     C.write("core_inversion", args, device, result, "python " + " ".join(sys.argv))
 
 
