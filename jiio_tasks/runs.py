@@ -144,8 +144,18 @@ class RunDir:
     """One training run's directory."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)  # created by the first write, never by reading
+
+    @classmethod
+    def existing(cls, root: str | os.PathLike[str]) -> RunDir:
+        """A run directory that must already hold a run (for evaluation): a clear
+        :class:`RunError` if it is missing or holds no state and no metrics."""
+        run = cls(root)
+        if not run.root.is_dir():
+            raise RunError(f"run directory {run.root} does not exist")
+        if not run.state_path.exists() and not run.metrics_path.exists():
+            raise RunError(f"{run.root} holds no run (no state.pt or metrics.json)")
+        return run
 
     @property
     def lock_path(self) -> Path:
@@ -154,6 +164,10 @@ class RunDir:
     def acquire(self) -> None:
         """Take this directory's writer lock (idempotent within a process); raise
         :class:`RunError` if another process holds it. Removes leftover temporary files."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunError(f"cannot create run directory {self.root}: {err.strerror or err}") from err
         key = self.root.resolve()
         if key in _LOCKS:
             return

@@ -29,7 +29,7 @@ COLUMNS = ("clean", "pgd", "jiio")
 
 def load_run(path: str | Path) -> tuple[ZooModel, dict[str, Any]]:
     """The trained model of a run directory and its resolved training config."""
-    run = RunDir(path)
+    run = RunDir.existing(path)
     metrics = run.read_metrics()
     if "config" not in metrics or not (run.root / "model.pt").is_file():
         raise FileNotFoundError(f"{run.root} is not a finished adversarial run (no config/model.pt)")

@@ -49,7 +49,7 @@ def _eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = _config(args)
     model = _model(cfg)
-    RunDir(args.run).resume({"model": model})
+    RunDir.existing(args.run).resume({"model": model})
     torch.manual_seed(args.seed)
     result = evaluate(model, tasksets(cfg)[1], cfg)
     print(json.dumps(result))

@@ -72,3 +72,12 @@ def test_resume_with_a_changed_setting_is_refused(tmp_path: Path, capsys: pytest
     cfg = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
     with pytest.raises(Exception, match=r"lr: 0.001 -> 0.002"):
         RunDir(tmp_path / "run").begin({**cfg, "lr": 0.002}, start=2, steps=5)
+
+
+def test_eval_of_a_missing_run_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no_run"
+    _fails_in_one_line(["eval", "adversarial", str(missing), "--out", str(tmp_path / "out"), "--size", "4"],
+                       capsys, f"run directory {missing} does not exist")
+    assert not missing.exists()
+    _fails_in_one_line(["eval", "meta", "--run-dir", str(missing)], capsys, "does not exist")
+    assert not missing.exists()
