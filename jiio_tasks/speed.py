@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 T = TypeVar("T")
 
@@ -141,6 +143,7 @@ def compare(
     repeats: int = 3,
     reference: tuple[float, dict[float, float]] | None = None,
     time_it: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The whole procedure for one problem.
 
@@ -149,13 +152,30 @@ def compare(
     input's tight equilibrium. The step size is swept from ``step_sizes`` (:func:`interior_sweep`,
     or taken from ``reference``: an earlier result's ``(best, scores)``), ``k*`` is
     :func:`first_stable_k` over ``iterations``, and both are timed by :func:`paired_ratio`
-    (skipped with ``time_it=False`` or when JIIO never reaches the baseline's score)."""
-    if reference is None:
-        best, sweep = interior_sweep(lambda a: score(baseline(a)), step_sizes)
-    else:
-        best, sweep = reference
+    (skipped with ``time_it=False`` or when JIIO never reaches the baseline's score).
+    ``progress`` shows a bar on stderr (one tick per run)."""
+    bar = tqdm(total=None, disable=not progress, desc="fair comparison", unit="run", file=sys.stderr)
+
+    def ticking(fn: Callable[[T], Any], what: str) -> Callable[[T], Any]:
+        def run(arg: T) -> Any:
+            bar.set_postfix_str(f"{what} {arg}")
+            out = fn(arg)
+            bar.update()
+            return out
+
+        return run
+
+    try:
+        if reference is None:
+            run_baseline = ticking(baseline, "baseline step")
+            best, sweep = interior_sweep(lambda a: score(run_baseline(a)), step_sizes)
+        else:
+            best, sweep = reference
+        run_jiio = ticking(jiio, "JIIO iterations")
+        scores = {k: float(score(run_jiio(k))) for k in sorted(set(iterations))}
+    finally:
+        bar.close()
     target = sweep[best]
-    scores = {k: float(score(jiio(k))) for k in sorted(set(iterations))}
     k_star = first_stable_k(scores, target)
     out: dict[str, Any] = {
         "baseline_step_size": best,

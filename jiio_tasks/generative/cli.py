@@ -271,7 +271,7 @@ def _eval_generative(args: argparse.Namespace) -> int:
     model, source = _model_and_source(args.weights, "test", args, weights=True)
     result = evaluate_generative(
         model, source.first(args.count), Path(args.out), iterations=args.iterations,
-        adam_steps=args.adam_steps, adam_lrs=args.adam_lrs,
+        adam_steps=args.adam_steps, adam_lrs=args.adam_lrs, progress=not args.no_progress,
     )
     print(json.dumps(result, indent=2))
     bench = result["jiio_vs_adam"]

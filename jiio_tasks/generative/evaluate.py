@@ -147,6 +147,7 @@ def jiio_vs_adam(
     overrides: Mapping[str, Any] | None = None,
     adam_reference: tuple[float, dict[float, float]] | None = None,
     time_it: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Latent inversion of ``images`` ([0, 1]) by JIIO and by Adam over the DEQ (each step a
     full forward and backward solve), compared by the fair procedure of
@@ -181,7 +182,7 @@ def jiio_vs_adam(
 
     ks = [k for k in JIIO_ITERATIONS if k < iterations] + [iterations]
     cmp = compare(adam, jiio, score, step_sizes=adam_lrs, iterations=ks, repeats=repeats,
-                  reference=adam_reference, time_it=time_it)
+                  reference=adam_reference, time_it=time_it, progress=progress)
     k_star = cmp["jiio_iterations_to_baseline_loss"]
     jiio_scores = {int(k): v for k, v in cmp["jiio_scores"].items()}
     target = cmp["baseline_loss"]
@@ -241,6 +242,7 @@ def evaluate_generative(
     adam_steps: int = 40,
     adam_lrs: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8),
     bench_images: int = 8,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Held-out reconstruction MSE/PSNR by JIIO (``iterations``), a reconstruction grid, and
     the JIIO vs Adam inversion benchmark with its plot; written to ``out/metrics.json``."""
@@ -265,7 +267,7 @@ def evaluate_generative(
     }
     result["jiio_vs_adam"] = jiio_vs_adam(
         model, images[:bench_images], iterations=iterations, adam_steps=adam_steps, adam_lrs=adam_lrs,
-        plot=out / "cost_vs_time.png",
+        plot=out / "cost_vs_time.png", progress=progress,
     )
     RunDir(out).update(final=result)
     return result
