@@ -116,17 +116,25 @@ class _Anderson(Accelerator[AndersonState]):
             return plain, state
         m = self.memory
         slot = state.count % m
-        dxi = v - state.prev_v
-        dfi = f - state.prev_f
         # a secant pair whose ΔF is rounding noise carries no information: store it as zeros,
         # which gives it a zero coefficient (per sample)
-        usable = _informative(dfi, v, gv).unsqueeze(1)
-        dxi = torch.where(usable, dxi, 0.0)
-        dfi = torch.where(usable, dfi, 0.0)
-        state.dx = _write(state.dx, slot, dxi, graph)
-        state.df = _write(state.df, slot, dfi, graph)
-        state.dx_sq = _write(state.dx_sq, slot, (dxi * dxi).sum(1), graph)
-        state.df_sq = _write(state.df_sq, slot, (dfi * dfi).sum(1), graph)
+        if graph:
+            dxi = v - state.prev_v
+            dfi = f - state.prev_f
+            usable = _informative(dfi, v, gv).unsqueeze(1)
+            dxi = torch.where(usable, dxi, 0.0)
+            dfi = torch.where(usable, dfi, 0.0)
+            state.dx = _write(state.dx, slot, dxi, graph)
+            state.df = _write(state.df, slot, dfi, graph)
+        else:  # straight into the ring buffers' slot: no (B, N) temporaries
+            dxi, dfi = state.dx[:, slot], state.df[:, slot]
+            torch.sub(v, state.prev_v, out=dxi)
+            torch.sub(f, state.prev_f, out=dfi)
+            usable = _informative(dfi, v, gv).unsqueeze(1)
+            dxi.mul_(usable)
+            dfi.mul_(usable)
+        state.dx_sq = _write(state.dx_sq, slot, torch.linalg.vecdot(dxi, dxi), graph)
+        state.df_sq = _write(state.df_sq, slot, torch.linalg.vecdot(dfi, dfi), graph)
         state.count += 1
         n = min(state.count, m)
         # One new row and column of the Gram matrix and the right-hand side, O(B·m·N). The
@@ -135,14 +143,16 @@ class _Anderson(Accelerator[AndersonState]):
         # and the right-hand side share one pass over the buffer they both need. Slot `slot`
         # is always among the first n, so everything is sliced to the filled slots.
         dx_n, df_n = state.dx[:, :n], state.df[:, :n]
-        probes = torch.stack((dfi, f), dim=2)  # (B, N, 2)
+        # row vectors times the transposed buffer ((B, k, N) @ (B, N, n)): about twice as fast
+        # on CPU as the buffer times column vectors, for the same products
+        probes = torch.stack((dfi, f), dim=1)  # (B, 2, N)
         if self.type_one:
-            row = torch.bmm(df_n, dxi.unsqueeze(2)).squeeze(2)  # <Δv_new, Δf_j>
-            both = torch.bmm(dx_n, probes)  # <Δv_i, Δf_new>, <Δv_i, f>
+            row = (dxi.unsqueeze(1) @ df_n.mT).squeeze(1)  # <Δv_new, Δf_j>
+            both = probes @ dx_n.mT  # <Δf_new, Δv_i>, <f, Δv_i>
         else:
-            both = torch.bmm(df_n, probes)  # <Δf_i, Δf_new>, <Δf_i, f>
-            row = both[:, :, 0]
-        col, rhs = both[:, :, 0], both[:, :, 1]
+            both = probes @ df_n.mT  # <Δf_new, Δf_i>, <f, Δf_i>
+            row = both[:, 0]
+        col, rhs = both[:, 0], both[:, 1]
         gram = state.gram
         if graph:  # out of place, for autograd (Unrolled)
             row_m = torch.nn.functional.pad(row, (0, m - n))  # (B, m), zero for unfilled slots
@@ -227,8 +237,8 @@ class Broyden(Accelerator[BroydenState]):
         ``(B, n)`` and ``(B, N)`` intermediates."""
         if n == 0:
             return -x
-        coef = torch.bmm(right[:, :n], x.unsqueeze(2))  # (B, n, 1)
-        return torch.baddbmm(x.unsqueeze(1), coef.mT, left[:, :n], beta=-1.0).squeeze(1)
+        coef = x.unsqueeze(1) @ right[:, :n].mT  # (B, 1, n); row form: faster on CPU than R x
+        return torch.baddbmm(x.unsqueeze(1), coef, left[:, :n], beta=-1.0).squeeze(1)
 
     @classmethod
     def _h(cls, state: BroydenState, x: Tensor, n: int) -> Tensor:
