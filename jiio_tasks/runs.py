@@ -310,6 +310,36 @@ class RunDir:
         _set_rng_state(payload["rng"])
         return int(payload["step"]), dict(payload["extra"])
 
+    def plot_history(self, panels: Mapping[str, str], *, title: str = "") -> Path | None:
+        """Write ``training_curve.png``: one panel per history key of ``panels`` (key → axis
+        label) that the history holds, against the step (markers, so a one-point run shows).
+        Returns the path, or ``None`` when the history is empty."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        hist = self.read_metrics().get("history", [])
+        keys = [k for k in panels if any(k in h for h in hist)]
+        if not hist or not keys:
+            return None
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            pts = [(h["step"], h[key]) for h in hist if key in h]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3)
+            ax.set_xlabel("step")
+            ax.set_ylabel(panels[key], fontsize=8)
+            ax.grid(alpha=0.3)
+        if title:
+            fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        path = self.root / "training_curve.png"
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        plt.close(fig)
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
     def read_metrics(self) -> dict[str, Any]:
         if not self.metrics_path.exists():
             return {"history": []}

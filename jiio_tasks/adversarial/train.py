@@ -395,7 +395,8 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
     if env.is_main:
         ckpt = save(model, run.root / "model.pt", extra={"method": config.method, "seed": config.seed})
         run.update(final=final, checkpoint=str(ckpt))
-        _plot_history(run)
+        run.plot_history({"loss": "training loss (CE at the adversarial examples)",
+                          "jacobian": "Jacobian penalty"}, title=f"adversarial/{config.method}")
     env.barrier()
     return final
 
@@ -409,21 +410,3 @@ def _default_device(device: torch.device) -> contextlib.AbstractContextManager[A
     """New tensors made without a device (e.g. a random attack start) on ``device``; nothing
     to do on the CPU (where the device context would only add dispatch overhead)."""
     return contextlib.nullcontext() if device.type == "cpu" else device
-
-
-def _plot_history(run: RunDir) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hist = run.read_metrics().get("history", [])
-    if not hist:
-        return
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([h["step"] for h in hist], [h["loss"] for h in hist])
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (CE at the adversarial examples)")
-    fig.tight_layout()
-    fig.savefig(run.root / "training_curve.png", dpi=100)
-    plt.close(fig)

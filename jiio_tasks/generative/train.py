@@ -230,6 +230,8 @@ def train(
         path = save(model, run.root / "model.pt", extra={"steps": settings.steps, "mode": settings.mode})
         final["checkpoint"] = str(path)
         run.update(final=final)
+        run.plot_history({"loss": "outer loss (per-pixel MSE)", "jacobian": "Jacobian penalty",
+                          "kkt_residual_median": "KKT residual (median)"}, title=f"{settings.mode} {cfg.name}")
     env.barrier()
     return final
 

@@ -494,6 +494,8 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
     if env.is_main:
         final = {**evaluate(model, test_ts, cfg), **final}
         run.update(final=final)
+        run.plot_history({"loss": "query cross-entropy", "query_accuracy": "query accuracy",
+                          "jacobian": "Jacobian penalty"}, title=f"meta/{cfg.method}")
         if isinstance(model, ZooModel):  # the zoo checkpoint that jiio_zoo.load(..., weights=) reads
             save(model, run.root / "model.pt",
                  extra={"method": cfg.method, "steps": done_steps(run), "seed": cfg.seed, **final})

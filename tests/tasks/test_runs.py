@@ -217,3 +217,22 @@ def test_a_diverging_training_run_stops_with_its_last_good_state(tmp_path: Path,
         payload = torch.load(bad / "state.pt", weights_only=True)
         assert all(bool(torch.isfinite(t).all()) for t in payload["modules"]["model"].values())
     assert (run / "state.pt").read_bytes() == good
+
+
+def test_history_plot_has_a_point_per_record_and_skips_absent_keys(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    run = RunDir(tmp_path)
+    assert run.plot_history({"loss": "loss"}) is None  # nothing logged yet
+    run.log(1, loss=2.0)
+    path = run.plot_history({"loss": "loss", "accuracy": "never logged"}, title="one point")
+    assert path is not None and path.name == "training_curve.png"
+    img = mpimg.imread(path)
+    assert img.shape[1] < 600  # one panel: the key that was never logged is left out
+    run.log(2, loss=1.0, accuracy=0.5)
+    img2 = mpimg.imread(run.plot_history({"loss": "loss", "accuracy": "acc"}))
+    assert img2.shape[1] > img.shape[1]  # two panels
+    run.release()

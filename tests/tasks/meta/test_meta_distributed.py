@@ -67,6 +67,7 @@ def test_two_processes_meta_train_like_one(tmp_path: Path) -> None:
 
     torch.set_num_threads(1)
     train(RunDir(tmp_path / "single"), _cfg(2), progress=False)
+    assert (tmp_path / "single" / "training_curve.png").stat().st_size > 1000
     ddp, single = _weights(run_dir / "model.pt"), _weights(tmp_path / "single" / "model.pt")
     diff = (ddp - single).abs()
     # float32 summation order only. Measured with the config's Jacobian penalty (λ = 0.5): all
