@@ -181,6 +181,12 @@ def render(results: Path, device: str) -> str:
             out += ["", "Then the Anderson memory at that α_x: "
                     + ", ".join(f"memory {r['memory']}: k* = {r['k_star']}" for r in sweep["sweep_3_memory"])
                     + f"; chosen {sweep['chosen']['memory']} ({sweep['chosen']['memory_why']})."]
+        if sweep.get("sweep_4_damping_and_accelerator"):
+            out += ["", "Damping and accelerator at that α_x and memory: "
+                    + ", ".join(f"{r['accelerator']} (α_z, α_μ) = ({r['damping'][0]}, {r['damping'][1]}): "
+                                f"k* = {r['k_star'] if r['k_star'] else 'never'}"
+                                for r in sweep["sweep_4_damping_and_accelerator"])
+                    + f"; {sweep['chosen']['damping_why']}."]
         out += ["", "The held-out faces were not used for any of these choices.", ""]
 
     over = _load(results, "overhead", device)
