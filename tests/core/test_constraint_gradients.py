@@ -38,7 +38,7 @@ from jiio_core import (
     Unrolled,
 )
 from jiio_core.constraint import Constraint
-from tests.core.toy import DT, QuadraticLoss, TanhLayer
+from tests.core.toy import DT, QuadraticLoss, TanhLayer, directional_fd
 
 NZ, NX, NY, B = 6, 4, 5, 2
 EPS = 1e-5
@@ -134,21 +134,9 @@ def _directions(params: list[nn.Parameter], n_dirs: int = 2) -> list[list[Tensor
 
 
 def _central_differences(params: list[nn.Parameter], fn: Callable[[], Tensor]) -> list[Tensor]:
-    """``(J(θ + εd) − J(θ − εd)) / 2ε`` along each of :func:`_directions`; ``fn`` may return
-    several values ``J`` at once."""
-    out = []
-    with torch.no_grad():
-        for direction in _directions(params):
-            for p, d in zip(params, direction, strict=True):
-                p.add_(EPS * d)
-            plus = fn()
-            for p, d in zip(params, direction, strict=True):
-                p.sub_(2 * EPS * d)
-            minus = fn()
-            for p, d in zip(params, direction, strict=True):
-                p.add_(EPS * d)
-            out.append((plus - minus) / (2 * EPS))
-    return out
+    """Central differences along each of :func:`_directions`; ``fn`` may return several values
+    at once."""
+    return [directional_fd(params, direction, fn, EPS) for direction in _directions(params)]
 
 
 @functools.cache

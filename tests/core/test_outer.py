@@ -28,7 +28,7 @@ from jiio_core import (
     Unrolled,
 )
 from jiio_core.constraint import Constraint
-from tests.core.toy import DT, QuadraticLoss, TanhLayer, TwoScaleLayer
+from tests.core.toy import DT, QuadraticLoss, TanhLayer, TwoScaleLayer, directional_fd
 
 EPS = 1e-5
 
@@ -51,16 +51,8 @@ def _problem(
 
 
 def _directional_fd(params: list[nn.Parameter], direction: list[Tensor], fn: Callable[[], float]) -> float:
-    with torch.no_grad():
-        for p, d in zip(params, direction, strict=True):
-            p.add_(EPS * d)
-        plus = fn()
-        for p, d in zip(params, direction, strict=True):
-            p.sub_(2 * EPS * d)
-        minus = fn()
-        for p, d in zip(params, direction, strict=True):
-            p.add_(EPS * d)
-    return (plus - minus) / (2 * EPS)
+    out: float = directional_fd(params, direction, fn, EPS)
+    return out
 
 
 def _check(

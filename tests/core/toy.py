@@ -145,3 +145,18 @@ def ball_constrained_x(layer: LinearLayer, loss: QuadraticLoss, y: Tensor, radiu
                 x = x_of(hi)
             out.append(x)
     return torch.stack(out)
+
+
+def directional_fd(params: list[nn.Parameter], direction: list[Tensor], fn: Any, eps: float = 1e-5) -> Any:
+    """Central difference ``(J(θ + εd) − J(θ − εd)) / 2ε`` of ``fn() -> J`` (a float or a tensor)
+    along ``direction``, with the parameters restored afterwards."""
+    with torch.no_grad():
+        for p, d in zip(params, direction, strict=True):
+            p.add_(eps * d)
+        plus = fn()
+        for p, d in zip(params, direction, strict=True):
+            p.sub_(2 * eps * d)
+        minus = fn()
+        for p, d in zip(params, direction, strict=True):
+            p.add_(eps * d)
+    return (plus - minus) / (2 * eps)
