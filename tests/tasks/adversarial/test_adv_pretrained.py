@@ -7,7 +7,9 @@ import jiio_zoo
 from jiio_tasks.adversarial import JIIOAttack
 from jiio_tasks.adversarial.train import accuracy, eval_subset, fit_images, load_split
 
-STATED_CLEAN, STATED_JIIO = 0.785, 0.295  # docs/zoo.md
+# docs/zoo.md; JIIO-40 re-measured (0.295 → 0.275) after the attack settings were tuned on
+# training digits (benchmarks/results/attack-tuning-cpu.json): the tuned attack is stronger
+STATED_CLEAN, STATED_JIIO = 0.785, 0.275
 
 
 def test_shipped_adversarial_classifier_reaches_its_stated_accuracy() -> None:
