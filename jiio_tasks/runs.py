@@ -164,13 +164,13 @@ class RunDir:
     def acquire(self) -> None:
         """Take this directory's writer lock (idempotent within a process); raise
         :class:`RunError` if another process holds it. Removes leftover temporary files."""
+        key = self.root.resolve()
+        if key in _LOCKS:  # every write calls this: the held case costs no directory syscalls
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunError(f"cannot create run directory {self.root}: {err.strerror or err}") from err
-        key = self.root.resolve()
-        if key in _LOCKS:
-            return
         lock = FileLock(self.lock_path)
         try:
             lock.acquire(timeout=0)
