@@ -7,10 +7,8 @@ These checks run once per call, outside solver loops, so their host syncs are ac
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import attrs
 import torch
 from torch import Tensor
 
@@ -79,79 +77,6 @@ def check_same_batch(names: Sequence[str], tensors: Sequence[Tensor]) -> int:
     if len(set(sizes.values())) > 1:
         raise ValueError(f"batch sizes disagree: {sizes}")
     return next(iter(sizes.values()))
-
-
-# --- attrs validators (messages: "<Class>.<field> must be ..., got <value>") ---------------
-
-Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
-
-
-def _where(inst: object, a: attrs.Attribute[Any]) -> str:
-    return f"{type(inst).__name__}.{a.name}"
-
-
-def int_at_least(low: int) -> Validator:
-    """Validator: an ``int`` (not bool) ``>= low``."""
-
-    def check(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{_where(inst, a)} must be an int >= {low}, got {value!r}")
-
-    return check
-
-
-def number_above(low: float, *, inclusive: bool = False, high: float | None = None) -> Validator:
-    """Validator: a finite real number ``> low`` (``>= low`` if ``inclusive``), ``<= high``."""
-
-    def check(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
-        ok = (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and (value >= low if inclusive else value > low)
-            and (high is None or value <= high)
-        )
-        if not ok:
-            if high is not None:
-                span = f"in {'[' if inclusive else '('}{low:g}, {high:g}]"
-            else:
-                span = f"a finite number {'>=' if inclusive else '>'} {low:g}"
-            raise ValueError(f"{_where(inst, a)} must be {span}, got {value!r}")
-
-    return check
-
-
-def optional(check: Validator) -> Validator:
-    """Validator: ``None`` or whatever ``check`` accepts (the message says "or None")."""
-
-    def wrapped(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
-        if value is None:
-            return
-        try:
-            check(inst, a, value)
-        except ValueError as err:
-            raise ValueError(str(err).replace(", got ", " or None, got ", 1)) from None
-
-    return wrapped
-
-
-def one_of(*choices: str) -> Validator:
-    """Validator: one of the given strings."""
-
-    def check(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
-        if value not in choices:
-            raise ValueError(f"{_where(inst, a)} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-    return check
-
-
-def instance_of(cls: type) -> Validator:
-    def check(inst: object, a: attrs.Attribute[Any], value: Any) -> None:
-        if not isinstance(value, cls):
-            article = "an" if cls.__name__[:1].lower() in "aeiou" else "a"
-            raise TypeError(f"{_where(inst, a)} must be {article} {cls.__name__}, got {type(value).__name__}")
-
-    return check
 
 
 def finite_rows(t: Tensor) -> Tensor:

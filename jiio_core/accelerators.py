@@ -16,7 +16,8 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import finite_rows, int_at_least, number_above
+from jiio_core._checks import finite_rows
+from jiio_core.validators import int_in, number_in
 
 S = TypeVar("S")
 
@@ -59,7 +60,7 @@ def _informative(delta: Tensor, v: Tensor, gv: Tensor, factor: float = 16.0) -> 
 class Picard(Accelerator[None]):
     """Damped fixed-point iteration ``v⁺ = (1 − β) v + β G(v)``."""
 
-    beta: float = attrs.field(default=1.0, validator=number_above(0.0, high=1.0))
+    beta: float = attrs.field(default=1.0, validator=number_in(0.0, 1.0, low_open=True))
 
     def init(self, v0: Tensor) -> None:
         return None
@@ -86,9 +87,9 @@ class AndersonState:
 
 @attrs.frozen
 class _Anderson(Accelerator[AndersonState]):
-    memory: int = attrs.field(default=5, validator=int_at_least(1))
-    beta: float = attrs.field(default=1.0, validator=number_above(0.0, high=1.0))
-    ridge: float = attrs.field(default=1e-8, validator=number_above(0.0, inclusive=True))
+    memory: int = attrs.field(default=5, validator=int_in(1))
+    beta: float = attrs.field(default=1.0, validator=number_in(0.0, 1.0, low_open=True))
+    ridge: float = attrs.field(default=1e-8, validator=number_in(0.0))
     """Tikhonov term relative to the Gram matrix's scale (mean of its diagonal)."""
 
     type_one = False
@@ -223,7 +224,7 @@ class Broyden(Accelerator[BroydenState]):
     the later ones, which were computed relative to it, inconsistent). A sample whose update
     denominator is tiny skips that update."""
 
-    memory: int = attrs.field(default=20, validator=int_at_least(1))
+    memory: int = attrs.field(default=20, validator=int_in(1))
 
     def init(self, v0: Tensor) -> BroydenState:
         b, n = v0.shape

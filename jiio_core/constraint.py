@@ -9,7 +9,8 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import check_positive, int_at_least
+from jiio_core._checks import check_positive
+from jiio_core.validators import int_in
 
 
 class Constraint(ABC):
@@ -185,7 +186,7 @@ class Intersection(Constraint):
     """
 
     parts: tuple[Constraint, ...] = attrs.field(validator=_check_parts)
-    iterations: int = attrs.field(default=50, validator=int_at_least(1))
+    iterations: int = attrs.field(default=50, validator=int_in(1))
     tol: float = 1e-7
 
     def validate(self, x: Tensor) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from jiio_core._checks import int_at_least, number_above, optional
+from jiio_core.validators import int_in, number_in, optional
 
 
 @attrs.frozen
@@ -20,11 +20,11 @@ class Damping:
     after ``max(50, 5/8·max_iter)``: see :meth:`paper_code_switch`).
     """
 
-    z: float = attrs.field(default=0.8, validator=number_above(0.0, high=1.0))
-    mu: float = attrs.field(default=0.6, validator=number_above(0.0, high=1.0))
-    x: float = attrs.field(default=0.01, validator=number_above(0.0))
-    x_late: float | None = attrs.field(default=None, validator=optional(number_above(0.0)))
-    switch_at: int | None = attrs.field(default=None, validator=optional(int_at_least(0)))
+    z: float = attrs.field(default=0.8, validator=number_in(0.0, 1.0, low_open=True))
+    mu: float = attrs.field(default=0.6, validator=number_in(0.0, 1.0, low_open=True))
+    x: float = attrs.field(default=0.01, validator=number_in(0.0, low_open=True))
+    x_late: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
+    switch_at: int | None = attrs.field(default=None, validator=optional(int_in(0)))
 
     def __attrs_post_init__(self) -> None:
         if (self.x_late is None) != (self.switch_at is None):

@@ -15,17 +15,17 @@ from typing import Any, Literal
 
 import attrs
 
-from jiio_core._checks import int_at_least, number_above, one_of, optional
 from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard
-from jiio_core.baselines import DEQSolver
 from jiio_core.constraint import Constraint
 from jiio_core.damping import Damping
+from jiio_core.deq import DEQSolver
 from jiio_core.layer import Layer
 from jiio_core.objective import InnerObjective
 from jiio_core.outer import AdjointShortcut, FixedInput, ImplicitKKT, OuterGradient, Unrolled
 from jiio_core.problem import JointProblem
 from jiio_core.regularizer import JacobianPenalty
 from jiio_core.solver import CostResidualTradeoff, LowestCost, LowestResidual, Selection
+from jiio_core.validators import int_in, number_in, one_of, optional
 
 AcceleratorKind = Literal["picard", "anderson1", "anderson2", "broyden"]
 ACCELERATORS: tuple[str, ...] = ("picard", "anderson1", "anderson2", "broyden")
@@ -62,27 +62,27 @@ class SolveSettings:
     """
 
     accelerator: AcceleratorKind = attrs.field(default="anderson1", validator=one_of(*ACCELERATORS))
-    memory: int = attrs.field(default=20, validator=int_at_least(1))
+    memory: int = attrs.field(default=20, validator=int_in(1))
     """History length of Anderson, or the rank of Broyden's inverse Jacobian."""
     damping: tuple[float, float, float] = attrs.field(
         default=(0.8, 0.6, 0.01), converter=_to_tuple, validator=_damping_triple
     )
-    x_late: float | None = attrs.field(default=None, validator=optional(number_above(0.0)))
-    switch_at: int | None = attrs.field(default=None, validator=optional(int_at_least(0)))
+    x_late: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
+    switch_at: int | None = attrs.field(default=None, validator=optional(int_in(0)))
     x_step: XStep = attrs.field(default="gradient", validator=one_of("gradient", "normalized"))
-    max_iter: int = attrs.field(default=100, validator=int_at_least(1))
-    tol: float = attrs.field(default=1e-4, validator=number_above(0.0, inclusive=True))
-    equilibrium_tol: float = attrs.field(default=1e-3, validator=number_above(0.0))
+    max_iter: int = attrs.field(default=100, validator=int_in(1))
+    tol: float = attrs.field(default=1e-4, validator=number_in(0.0))
+    equilibrium_tol: float = attrs.field(default=1e-3, validator=number_in(0.0, low_open=True))
     selection: SelectionKind = attrs.field(default="tradeoff", validator=one_of("tradeoff", "residual", "cost"))
-    check_every: int = attrs.field(default=5, validator=int_at_least(1))
-    forward_max_iter: int = attrs.field(default=50, validator=int_at_least(1))
+    check_every: int = attrs.field(default=5, validator=int_in(1))
+    forward_max_iter: int = attrs.field(default=50, validator=int_in(1))
     """Budget of a plain DEQ forward solve (:meth:`deq_solver`, :meth:`JointProblem.equilibrium`)."""
-    forward_tol: float = attrs.field(default=1e-5, validator=number_above(0.0, inclusive=True))
-    backward_max_iter: int = attrs.field(default=50, validator=int_at_least(1))
+    forward_tol: float = attrs.field(default=1e-5, validator=number_in(0.0))
+    backward_max_iter: int = attrs.field(default=50, validator=int_in(1))
     """Budget of the backward linear solves (implicit outer gradients, the DEQ's backward)."""
-    backward_tol: float = attrs.field(default=1e-5, validator=number_above(0.0, inclusive=True))
-    jacobian_probes: int = attrs.field(default=2, validator=int_at_least(1))
-    jacobian_start: int = attrs.field(default=15, validator=int_at_least(0))
+    backward_tol: float = attrs.field(default=1e-5, validator=number_in(0.0))
+    jacobian_probes: int = attrs.field(default=2, validator=int_in(1))
+    jacobian_start: int = attrs.field(default=15, validator=int_in(0))
     """The penalty's iterate is drawn from ``[min(jacobian_start, max_iter // 2), max_iter)``."""
 
     def __attrs_post_init__(self) -> None:

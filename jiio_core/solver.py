@@ -18,8 +18,9 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import check_positive, finite_rows, int_at_least, number_above
+from jiio_core._checks import check_positive, finite_rows
 from jiio_core.accelerators import Accelerator
+from jiio_core.validators import int_in, number_in
 
 
 class Status(enum.IntEnum):
@@ -98,8 +99,8 @@ class CostResidualTradeoff(Selection):
     the first ``warmup`` iterations, or if the cost improves while the residual stays within
     ``slack`` times the best iterate's residual."""
 
-    warmup: int = attrs.field(default=10, validator=int_at_least(0))
-    slack: float = attrs.field(default=1.3, validator=number_above(1.0, inclusive=True))
+    warmup: int = attrs.field(default=10, validator=int_in(0))
+    slack: float = attrs.field(default=1.3, validator=number_in(1.0))
 
     uses_cost = True
 

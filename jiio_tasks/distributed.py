@@ -36,17 +36,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from jiio_core.validators import int_in
+
 __all__ = ["Backend", "DistEnv", "launched", "rank_seed"]
 
 Backend = Literal["none", "gloo", "nccl"]
 """``"none"``: a single process without a process group."""
 
 _T = TypeVar("_T")
-
-
-def _nonneg_int(_: object, a: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{a.name} must be an int >= 0, got {value!r}")
 
 
 def _check_env(env: DistEnv, _: attrs.Attribute[Any], world_size: int) -> None:
@@ -67,9 +64,9 @@ def _check_backend(_: object, a: attrs.Attribute[Any], value: object) -> None:
 class DistEnv:
     """This process's place in a data-parallel job (``world_size == 1``: a single process)."""
 
-    rank: int = attrs.field(default=0, validator=_nonneg_int)
+    rank: int = attrs.field(default=0, validator=int_in(0))
     world_size: int = attrs.field(default=1, validator=_check_env)
-    local_rank: int = attrs.field(default=0, validator=_nonneg_int)
+    local_rank: int = attrs.field(default=0, validator=int_in(0))
     backend: Backend = attrs.field(default="none", validator=_check_backend)
     device: torch.device = attrs.field(factory=lambda: torch.device("cpu"), converter=torch.device)
     owns_group: bool = False

@@ -3,6 +3,9 @@
 ``jiio_zoo.load(name, pretrained=True, weights=None, device="cpu")`` builds a named model
 (:class:`ZooModel`: layer with its injection, head, config); ``jiio_zoo.list()`` names them.
 The pieces (``MDEQLayer``, injections, heads, ``OptEqLayer``) can also be composed by hand.
+Configs come from names (``get_config``), JSON files (``load_config_file``) or plain dicts
+(``from_dict(cls, data)`` for any attrs settings class, zoo or ``jiio_core``; errors name the
+dotted path of each bad key).
 """
 
 from jiio_zoo.checkpoint import CheckpointError, load_into, load_model, save
@@ -15,7 +18,10 @@ from jiio_zoo.configs import (
     TrainConfig,
     ZooConfig,
     config_from_dict,
+    from_dict,
     get_config,
+    load_config_file,
+    to_dict,
 )
 from jiio_zoo.heads import ImageHead, MDEQClassificationHead, PooledClassificationHead
 from jiio_zoo.injections import (
@@ -63,11 +69,14 @@ __all__ = [
     "ZooModel",
     "build_model",
     "config_from_dict",
+    "from_dict",
     "get_config",
     "list",
     "load",
+    "load_config_file",
     "load_into",
     "load_model",
     "save",
+    "to_dict",
     "weights_status",
 ]

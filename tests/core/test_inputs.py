@@ -13,7 +13,6 @@ from jiio_core import (
     AdjointShortcut,
     AndersonI,
     AndersonII,
-    Box,
     Broyden,
     CostResidualTradeoff,
     Damping,
@@ -29,9 +28,7 @@ from jiio_core import (
     StepOutput,
     Unrolled,
     fixed_point,
-    from_dict,
     hutchinson_jacobian_norm,
-    to_dict,
 )
 
 DT = torch.float64
@@ -325,48 +322,3 @@ def test_hutchinson_probes() -> None:
     x = torch.zeros(2, NX, dtype=DT)
     with pytest.raises(ValueError, match="probes must be >= 1, got 0"):
         hutchinson_jacobian_norm(TanhLayer(), torch.zeros(2, NZ, dtype=DT), x, probes=0)
-
-
-# --------------------------------------------------------------------------- config.from_dict
-
-
-def test_from_dict_unknown_keys_lists_valid_fields() -> None:
-    with pytest.raises(
-        ValueError,
-        match=r"unknown field\(s\) 'alpha', 'z_' for Damping; valid fields: mu, switch_at, x, x_late, z$",
-    ):
-        from_dict(Damping, {"z": 0.5, "z_": 0.5, "alpha": 1.0})
-    with pytest.raises(
-        ValueError, match=r"unknown field\(s\) 'memroy' for AndersonI; valid fields: beta, memory, ridge"
-    ):
-        from_dict(AndersonI, {"memroy": 5})
-
-
-def test_from_dict_missing_and_wrong_types() -> None:
-    with pytest.raises(ValueError, match=r"missing required field\(s\) 'radius' for L2Ball"):
-        from_dict(L2Ball, {"center": None})
-    with pytest.raises(TypeError, match="is not an attrs class"):
-        from_dict(JointProblem, {})
-    with pytest.raises(TypeError, match="data for Damping must be a mapping, got list"):
-        from_dict(Damping, [("z", 0.5)])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"Damping\.z must be in \(0, 1\]"):  # validators still run
-        from_dict(Damping, {"z": 2.0})
-    with pytest.raises(TypeError, match="is not an attrs class"):
-        to_dict({"z": 0.5})
-
-
-@pytest.mark.parametrize(
-    "config",
-    [
-        Damping(z=0.7, mu=0.5, x=0.02, x_late=0.001, switch_at=62),
-        AndersonI(memory=7, beta=0.9, ridge=1e-6),
-        Broyden(memory=3),
-        JacobianPenalty(probes=3, start=4),
-        CostResidualTradeoff(warmup=3, slack=1.5),
-        Box(lo=0.0, hi=1.0),
-    ],
-)
-def test_from_dict_round_trip(config: Any) -> None:
-    back = from_dict(type(config), to_dict(config))
-    assert to_dict(back) == to_dict(config)
-    assert type(back) is type(config)
