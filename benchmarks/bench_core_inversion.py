@@ -1,6 +1,6 @@
 """JIIO versus Adam over the DEQ on latent inversion with the core's small tanh DEQ (CPU).
 
-The fair procedure of :mod:`jiio_tasks.speed` on :func:`jiio_core.demo.make_setup`'s decoder:
+The fair procedure of :mod:`jiio_tasks.speed` on :func:`jiio_tasks.demo.make_setup`'s decoder:
 both methods scored by the mean loss at the DEQ equilibrium of the latents they return
 (re-solved to a relative residual of 1e-5); Adam-``--adam-steps``'s learning rate swept until
 the best is interior; ``k*`` = the fewest JIIO iterations from which on its score stays at or
@@ -20,8 +20,8 @@ import _common as C
 import torch
 
 from jiio_core import Adam, DEQSolver, optimize_input
-from jiio_core.demo import make_setup
 from jiio_core.recipe import SolveSettings
+from jiio_tasks.demo import make_setup
 from jiio_tasks.speed import compare
 
 ITERATIONS = (*range(5, 41, 5), 50, 60, 80, 100, 150, 200)

@@ -2,7 +2,10 @@
 
 The public API: abstract pieces (:class:`Layer`, :class:`InnerObjective`, :class:`Constraint`,
 :class:`Accelerator`, :class:`OuterGradient`) composed into a :class:`JointProblem` whose
-:meth:`~JointProblem.solve` returns a :class:`JointSolution`.
+:meth:`~JointProblem.solve` returns a :class:`JointSolution`. :class:`DEQSolver` is the plain
+DEQ solve (forward fixed point, implicit backward). Per-batch conditioning (a clean image, a
+task's images, a measurement operator) is passed to every solve as ``context=``
+(:mod:`jiio_core.context`), never set on a module.
 """
 
 from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard
@@ -11,15 +14,14 @@ from jiio_core.baselines import (
     PGD,
     SGD,
     Adam,
-    DEQSolution,
-    DEQSolver,
     InputOptimizationResult,
     InputOptimizer,
     optimize_input,
 )
-from jiio_core.config import from_dict, to_dict
 from jiio_core.constraint import Box, Constraint, Intersection, L2Ball, Unconstrained
+from jiio_core.context import accepts_context
 from jiio_core.damping import Damping
+from jiio_core.deq import DEQBackwardStats, DEQSolution, DEQSolver
 from jiio_core.layer import Layer
 from jiio_core.objective import InnerObjective, Relation
 from jiio_core.outer import (
@@ -64,6 +66,7 @@ __all__ = [
     "Broyden",
     "Constraint",
     "CostResidualTradeoff",
+    "DEQBackwardStats",
     "DEQSolution",
     "DEQSolver",
     "Damping",
@@ -95,11 +98,10 @@ __all__ = [
     "Unconstrained",
     "Unrolled",
     "__version__",
+    "accepts_context",
     "fixed_point",
-    "from_dict",
     "hutchinson_jacobian_norm",
     "implicit_backward",
     "optimize_input",
     "pack",
-    "to_dict",
 ]

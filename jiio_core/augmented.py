@@ -57,6 +57,9 @@ class AugmentedMap:
     """``s``: the objective's :meth:`~jiio_core.objective.InnerObjective.loss_scale` for this batch."""
     equilibrium_tol: float = 1e-3
     """An iterate is at equilibrium when ``r_z ≤ equilibrium_tol`` (see :meth:`step`)."""
+    context: Any = None
+    """This solve's per-batch context (:mod:`jiio_core.context`), handed to every evaluation of
+    the layer and the objective (:meth:`f`, :meth:`loss`), also in the backward passes."""
 
     BLOCKS = ("z", "mu", "x")
 
@@ -80,6 +83,14 @@ class AugmentedMap:
 
     def unpack_x(self, xf: Tensor) -> Tensor:
         return xf.reshape(xf.shape[0], *self.x_shape)
+
+    def f(self, z: State, x: Tensor) -> State:
+        """``f_θ(z, x)`` with this solve's context."""
+        return self.layer(z, x, self.context)
+
+    def loss(self, z: State, x: Tensor, y: Any) -> Tensor:
+        """``ℓ(z, x, y)`` per sample, with this solve's context."""
+        return self.objective(z, x, y, self.context)
 
     def evaluate(
         self,
@@ -107,8 +118,8 @@ class AugmentedMap:
                 xf = xf.detach().requires_grad_()
             z = self.z_spec.unpack(zf)
             x = self.unpack_x(xf)
-            fz = self.z_spec.pack(self.layer(z, x))
-            cost = self.objective(z, x, y)
+            fz = self.z_spec.pack(self.f(z, x))
+            cost = self.loss(z, x, y)
             if cost.shape != (v.shape[0],):
                 raise ValueError(
                     f"{type(self.objective).__name__} must return a per-sample loss of shape "

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from jiio_core.context import accepts_context, missing_context, requires_context
 from jiio_core.state import State
 
 
@@ -40,6 +41,11 @@ class InnerObjective(nn.Module, ABC):
     sample, which must depend only on that sample's ``z``, ``x`` and ``y``. The objective is an
     ``nn.Module`` so that it can own trainable parts (an output head ``h_θ``). Set the class
     attribute ``relation`` to say how the training loss relates to it.
+
+    Per-batch context (:mod:`jiio_core.context`): an objective that reads fixed per-batch data
+    (a measurement operator) declares a ``context`` parameter, ``forward(self, z, x, y,
+    context=None)``, and receives the solve's ``context=``; one that declares none is called as
+    ``forward(z, x, y)``, unchanged.
     """
 
     relation: Relation = Relation.SAME
@@ -60,6 +66,17 @@ class InnerObjective(nn.Module, ABC):
         del y
         return 1.0
 
-    def __call__(self, z: State, x: Tensor, y: Any) -> Tensor:
-        out: Tensor = super().__call__(z, x, y)
+    @property
+    def takes_context(self) -> bool:
+        """Whether :meth:`forward` declares a ``context`` parameter."""
+        return accepts_context(self.forward)
+
+    def __call__(self, z: State, x: Tensor, y: Any, context: Any = None) -> Tensor:
+        """``forward(z, x, y)``, with ``context=context`` if ``forward`` declares it."""
+        if context is None and requires_context(self.forward):
+            raise missing_context(f"{type(self).__name__}.forward")
+        if context is None or not self.takes_context:
+            out: Tensor = super().__call__(z, x, y)
+        else:
+            out = super().__call__(z, x, y, context=context)
         return out

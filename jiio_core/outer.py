@@ -13,6 +13,10 @@ differentiate with respect to ``θ`` (the parameters of the layer and of the obj
 * :class:`Unrolled` — plain autograd through every iteration (memory grows with the iteration
   count; for checking the others).
 
+Every strategy evaluates the layer and the objective through the solve's
+:class:`~jiio_core.augmented.AugmentedMap` (``amap.f``, ``amap.loss``), so the per-batch context
+of the solve (:mod:`jiio_core.context`) is the one its backward pass differentiates through.
+
 Backward linear solves record their per-sample convergence in :class:`BackwardStats`; a
 backward solve that fails is reported there (and raised with ``throw=True``), never returned
 as a silent zero.
@@ -27,11 +31,11 @@ import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import instance_of, int_at_least, number_above
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.augmented import AugmentedMap
 from jiio_core.solver import FixedPointResult, Status, StepOutput, fixed_point
 from jiio_core.state import State
+from jiio_core.validators import instance_of, int_in, number_in
 
 
 class BackwardSolveError(RuntimeError):
@@ -68,7 +72,8 @@ class Attached:
 
 @attrs.frozen(eq=False)
 class OuterContext:
-    """What a strategy needs from the solved problem."""
+    """What a strategy needs from the solved problem (the per-batch context of the solve, if
+    any, travels in ``amap``: every layer and objective evaluation goes through it)."""
 
     amap: AugmentedMap
     y: Any
@@ -82,7 +87,7 @@ def _detached(ctx: OuterContext) -> Attached:
     zf, mu, xf = amap.split(ctx.v_star.detach())
     z = amap.z_spec.unpack(zf)
     x = amap.unpack_x(xf)
-    return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y).detach())
+    return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y).detach())
 
 
 def implicit_backward(
@@ -154,7 +159,7 @@ class AdjointShortcut(OuterGradient):
     "μ* as warm start" variant).
     """
 
-    refine_steps: int = attrs.field(default=0, validator=int_at_least(0))
+    refine_steps: int = attrs.field(default=0, validator=int_in(0))
     refine_accelerator: Accelerator[Any] = attrs.field(
         factory=lambda: AndersonII(memory=10), validator=instance_of(Accelerator)
     )
@@ -170,8 +175,8 @@ class AdjointShortcut(OuterGradient):
         if self.refine_steps > 0:
             mu = self._refine(ctx, zf, mu, x)
         z = amap.z_spec.unpack(zf)
-        fz = amap.z_spec.pack(amap.layer(z, x))
-        loss = amap.objective(z, x, ctx.y) + (mu * (fz - zf)).sum(1)
+        fz = amap.z_spec.pack(amap.f(z, x))
+        loss = amap.loss(z, x, ctx.y) + (mu * (fz - zf)).sum(1)
         return Attached(z=z, x=x, mu=mu, loss=loss)
 
     def _refine(self, ctx: OuterContext, zf: Tensor, mu: Tensor, x: Tensor) -> Tensor:
@@ -179,8 +184,8 @@ class AdjointShortcut(OuterGradient):
         with torch.enable_grad():
             zl = zf.detach().requires_grad_()
             z = amap.z_spec.unpack(zl)
-            fz = amap.z_spec.pack(amap.layer(z, x))
-            (gl,) = torch.autograd.grad(amap.objective(z, x, ctx.y).sum(), zl, retain_graph=True)
+            fz = amap.z_spec.pack(amap.f(z, x))
+            (gl,) = torch.autograd.grad(amap.loss(z, x, ctx.y).sum(), zl, retain_graph=True)
 
             def step(m: Tensor, k: int) -> StepOutput:
                 (vjp,) = torch.autograd.grad(fz, zl, m, retain_graph=True)
@@ -199,8 +204,8 @@ class _ImplicitSolve(OuterGradient):
     accelerator: Accelerator[Any] = attrs.field(
         factory=lambda: AndersonII(memory=20), validator=instance_of(Accelerator)
     )
-    max_iter: int = attrs.field(default=200, validator=int_at_least(1))
-    tol: float = attrs.field(default=1e-6, validator=number_above(0.0, inclusive=True))
+    max_iter: int = attrs.field(default=200, validator=int_in(1))
+    tol: float = attrs.field(default=1e-6, validator=number_in(0.0))
 
     def _implicit(self, output: Tensor, wrt: Tensor, ctx: OuterContext, throw: bool) -> None:
         implicit_backward(
@@ -235,7 +240,7 @@ class ImplicitKKT(_ImplicitSolve):
         zf, mu, xf = amap.split(out)
         z = amap.z_spec.unpack(zf)
         x = amap.unpack_x(xf)
-        return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))
+        return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y))
 
 
 @attrs.frozen
@@ -251,10 +256,10 @@ class FixedInput(_ImplicitSolve):
         zf, mu, xf = amap.split(ctx.v_star.detach())
         x = amap.unpack_x(xf)
         zl = zf.detach().requires_grad_()
-        fz = amap.z_spec.pack(amap.layer(amap.z_spec.unpack(zl), x))
+        fz = amap.z_spec.pack(amap.f(amap.z_spec.unpack(zl), x))
         self._implicit(fz, zl, ctx, throw)
         z = amap.z_spec.unpack(fz)
-        return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))
+        return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y))
 
 
 @attrs.frozen
@@ -270,4 +275,4 @@ class Unrolled(OuterGradient):
         zf, mu, xf = amap.split(ctx.v_star)
         z = amap.z_spec.unpack(zf)
         x = amap.unpack_x(xf)
-        return Attached(z=z, x=x, mu=mu, loss=amap.objective(z, x, ctx.y))
+        return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y))

@@ -14,6 +14,7 @@ from jiio_core._checks import check_positive, check_tensor
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.augmented import AugmentedMap
 from jiio_core.constraint import Constraint, Unconstrained
+from jiio_core.context import require_taker
 from jiio_core.damping import Damping
 from jiio_core.layer import Layer
 from jiio_core.objective import InnerObjective, Relation
@@ -145,7 +146,9 @@ class JointProblem(nn.Module):
     Solves, per sample, ``min_{x ∈ C} ℓ(z*(x), x, y)`` with ``z*(x) = f_θ(z*(x), x)`` by
     iterating the augmented map on ``v = (z, μ, x)`` with ``accelerator``, and makes the
     result differentiable in ``θ`` as ``outer`` says. It is an ``nn.Module`` holding the layer
-    and the objective, so ``problem.parameters()`` are all of ``θ``.
+    and the objective, so ``problem.parameters()`` are all of ``θ``. Per-batch conditioning is
+    an argument of each call (``solve(y, context=c)``, :mod:`jiio_core.context`): the problem,
+    its layer and its objective keep no state between solves.
 
     Args:
         layer: the DEQ cell ``f_θ``.
@@ -301,6 +304,7 @@ class JointProblem(nn.Module):
         y: Any,
         x0: Tensor | None = None,
         *,
+        context: Any = None,
         constraint: Constraint | None = None,
         z0: State | None = None,
         generator: torch.Generator | None = None,
@@ -309,9 +313,14 @@ class JointProblem(nn.Module):
         first), starting from ``x0`` (zeros of ``x_shape`` if ``None``) and ``z0``
         (``layer.init_state(x0)`` if ``None``); ``μ`` starts at zero.
 
-        ``constraint`` overrides the problem's constraint for this call (e.g. an ``L2Ball``
-        centred on this batch). ``generator`` drives the random iterate of the Jacobian penalty.
+        ``context`` is this batch's fixed conditioning (:mod:`jiio_core.context`: a clean
+        image, a task's images, a measurement operator), handed to the layer and the objective
+        wherever they declare a ``context`` parameter, on every evaluation of this solve and of
+        its backward pass, and kept nowhere after it. ``constraint`` overrides the problem's
+        constraint for this call (e.g. an ``L2Ball`` centred on this batch). ``generator``
+        drives the random iterate of the Jacobian penalty.
         """
+        self._check_context(context)
         x0 = self._initial_x(y, x0)
         self._check_y(y, x0)
         constraint = self.constraint if constraint is None else constraint
@@ -320,7 +329,7 @@ class JointProblem(nn.Module):
         constraint.validate(x0)
         with torch.no_grad():
             x0p = constraint.project(x0.detach())
-            z_init = self.layer.init_state(x0p) if z0 is None else z0
+            z_init = self.layer.initial_state(x0p, context) if z0 is None else z0
         spec = StateSpec.of(z_init)
         if z0 is not None:
             first = z_init[0] if isinstance(z_init, tuple) else z_init
@@ -338,6 +347,7 @@ class JointProblem(nn.Module):
             normalized_x_step=self.normalized_x_step,
             loss_scale=self._loss_scale(y, x0),
             equilibrium_tol=self.equilibrium_tol,
+            context=context,
         )
         v0 = amap.pack(z_init, torch.zeros(x0.shape[0], spec.numel, dtype=x0.dtype, device=x0.device), x0p)
         unrolled = isinstance(self.outer, Unrolled) and torch.is_grad_enabled()
@@ -370,7 +380,8 @@ class JointProblem(nn.Module):
         if jp is not None and res.sampled is not None:
             zs, _, xs = amap.split(res.sampled)
             penalty = hutchinson_jacobian_norm(
-                self.layer, spec.unpack(zs), amap.unpack_x(xs), probes=jp.probes, generator=generator
+                self.layer, spec.unpack(zs), amap.unpack_x(xs), context=context, probes=jp.probes,
+                generator=generator,
             )
         return JointSolution(
             x=att.x,
@@ -386,6 +397,14 @@ class JointProblem(nn.Module):
             backward=stats,
             kkt_blocks=res.blocks,
             equilibrium_tol=self.equilibrium_tol,
+        )
+
+    def _check_context(self, context: Any) -> None:
+        require_taker(
+            context,
+            {type(self.layer).__name__: self.layer.takes_context,
+             type(self.objective).__name__: self.objective.takes_context},
+            "JointProblem",
         )
 
     def _loss_scale(self, y: Any, x: Tensor) -> Tensor | float:
@@ -404,29 +423,38 @@ class JointProblem(nn.Module):
 
     @torch.no_grad()
     def equilibrium(
-        self, y: Any, x: Tensor, *, tol: float = 1e-6, max_iter: int = 500, z0: State | None = None
+        self,
+        y: Any,
+        x: Tensor,
+        *,
+        context: Any = None,
+        tol: float = 1e-6,
+        max_iter: int = 500,
+        z0: State | None = None,
     ) -> Equilibrium:
         """Re-solve the DEQ at the fixed input ``x`` (e.g. a solution's ``x``) to the relative
         residual ``tol`` and return the loss there: the honest score of an input, whatever
-        iterate the joint solve returned. Uses the problem's accelerator; no gradients."""
+        iterate the joint solve returned. Uses the problem's accelerator; no gradients.
+        ``context``: the batch's context, as in :meth:`solve` (pass the same one)."""
+        self._check_context(context)
         check_tensor("x", x, ndim_min=1)
         self._check_y(y, x)
         check_positive("tol", tol, allow_zero=True)
         _check_int("max_iter", max_iter, 1)
-        z_init = self.layer.init_state(x) if z0 is None else z0
+        z_init = self.layer.initial_state(x, context) if z0 is None else z0
         spec = StateSpec.of(z_init)
 
         def step(zf: Tensor, k: int) -> StepOutput:
-            fz = spec.pack(self.layer(spec.unpack(zf), x))
+            fz = spec.pack(self.layer(spec.unpack(zf), x, context))
             rel = torch.linalg.vector_norm(fz - zf, dim=1) / torch.linalg.vector_norm(zf, dim=1).clamp(min=1.0)
             return StepOutput(value=fz, residual=rel, relative=True)
 
         res = fixed_point(step, spec.pack(z_init), self.accelerator, max_iter=max_iter, tol=tol,
                           check_every=self.check_every, divergence_factor=self.divergence_factor)
         z = spec.unpack(res.v)
-        return Equilibrium(z=z, loss=self.objective(z, x, y), residual=res.residual,
+        return Equilibrium(z=z, loss=self.objective(z, x, y, context), residual=res.residual,
                            iterations=res.iterations, status=res.status)
 
-    def forward(self, y: Any, x0: Tensor | None = None) -> JointSolution:
+    def forward(self, y: Any, x0: Tensor | None = None, *, context: Any = None) -> JointSolution:
         """Same as :meth:`solve`."""
-        return self.solve(y, x0)
+        return self.solve(y, x0, context=context)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import torch
 from torch import Tensor
 
-from jiio_core._checks import int_at_least
 from jiio_core.layer import Layer
 from jiio_core.state import State, StateSpec
+from jiio_core.validators import int_in
 
 
 @attrs.frozen
@@ -18,8 +20,8 @@ class JacobianPenalty:
     Gaussian probe vectors. The estimate is differentiable in ``θ``: add ``λ · penalty.mean()``
     to the training loss."""
 
-    probes: int = attrs.field(default=2, validator=int_at_least(1))
-    start: int = attrs.field(default=15, validator=int_at_least(0))
+    probes: int = attrs.field(default=2, validator=int_in(1))
+    start: int = attrs.field(default=15, validator=int_in(0))
 
 
 def hutchinson_jacobian_norm(
@@ -27,6 +29,7 @@ def hutchinson_jacobian_norm(
     z: State,
     x: Tensor,
     *,
+    context: Any = None,
     probes: int = 2,
     create_graph: bool | None = None,
     generator: torch.Generator | None = None,
@@ -35,7 +38,8 @@ def hutchinson_jacobian_norm(
 
     Uses ``E_ε ‖εᵀ J‖² = ‖J‖_F²`` for ``ε ~ N(0, I)``. ``z`` and ``x`` are treated as constants;
     the result is differentiable in the layer's parameters when ``create_graph`` (default:
-    whether grad mode is on).
+    whether grad mode is on). ``context``: the batch's context (:mod:`jiio_core.context`),
+    passed to the layer as by the solves.
     """
     if probes < 1:
         raise ValueError(f"probes must be >= 1, got {probes!r}")
@@ -43,7 +47,7 @@ def hutchinson_jacobian_norm(
     spec = StateSpec.of(z)
     with torch.enable_grad():
         zf = spec.pack(z).detach().requires_grad_()
-        fz = spec.pack(layer(spec.unpack(zf), x.detach()))
+        fz = spec.pack(layer(spec.unpack(zf), x.detach(), context))
         total = torch.zeros(zf.shape[0], dtype=zf.dtype, device=zf.device)
         for i in range(probes):
             eps = torch.randn(fz.shape, dtype=fz.dtype, device=fz.device, generator=generator)

@@ -5,6 +5,7 @@ draws (paper A.1: Hutchinson estimate of ``‖∂f/∂z‖_F² / N``)."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import attrs
 import torch
@@ -62,10 +63,11 @@ class PenaltyDraw:
         shard (seeded ``seed + start``: ``seed`` itself in a single process)."""
         return torch.Generator(device=device).manual_seed((self.seed + self.start) % 2**63)
 
-    def penalty(self, layer: Layer, z: State, x: Tensor, *, probes: int) -> Tensor:
+    def penalty(self, layer: Layer, z: State, x: Tensor, *, probes: int, context: Any = None) -> Tensor:
         """Per-sample Hutchinson estimate of ``‖∂f(z, x)/∂z‖_F² / N`` (``z``, ``x`` constants;
         differentiable in the layer's parameters when grad mode is on), with this shard's rows
-        of the global batch's probes."""
+        of the global batch's probes. ``context``: the batch's context, passed to the layer as
+        by the solves (:mod:`jiio_core.context`)."""
         if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
             raise ValueError(f"probes must be an int >= 1, got {probes!r}")
         spec = StateSpec.of(z)
@@ -77,7 +79,7 @@ class PenaltyDraw:
             if self.start + batch > total:
                 raise ValueError(f"a shard of {batch} samples from row {self.start} does not fit a "
                                  f"global batch of {total}")
-            fz = spec.pack(layer(spec.unpack(zf), x.detach()))
+            fz = spec.pack(layer(spec.unpack(zf), x.detach(), context))
             gen = self.generator(fz.device)
             acc = torch.zeros(batch, dtype=zf.dtype, device=zf.device)
             for i in range(probes):

@@ -3,8 +3,9 @@
 An :class:`Injection` turns ``x`` into :class:`BranchInputs`: one additive injection map per
 branch (shape ``(B, *lead, C_i, H_i, W_i)``) and, optionally, one FiLM vector per branch
 (``(B, 2·expansion·C_i)``, scale then shift). :class:`jiio_zoo.mdeq.MDEQLayer` calls its
-injection inside every ``forward(z, x)``, so JIIO differentiates through it with respect to
-``x``.
+injection inside every ``forward(z, x, context)``, so JIIO differentiates through it with
+respect to ``x``. Fixed per-sample conditioning (a clean image, a task's images) is the solve's
+``context`` argument (:mod:`jiio_core.context`), passed down on every call and never stored.
 
 ``lead`` is ``()`` except for :class:`FiLMInjection`, where each batch row is a *task* holding
 ``S`` context images: the state then has shape ``(B, S, C_i, H_i, W_i)`` and the task vector
@@ -14,15 +15,14 @@ Three injections cover the paper's settings:
 
 - :class:`LatentInjection` — generative models and inverse problems: ``x`` is a latent
   vector, mapped to every branch by one linear layer per branch (Appendix C.2).
-- :class:`ImageInjection` — adversarial training: ``x`` is an image, or, once a clean image is
-  attached with :meth:`ImageInjection.set_context`, a perturbation ``δ`` so that the image
-  seen is ``clean + δ``. A conv stem feeds branch 0; the coarser branches get either zeros
+- :class:`ImageInjection` — adversarial training: ``x`` is an image, or, given a batch of
+  clean images as the context, a perturbation ``δ`` so that the image seen is ``clean + δ``. A conv stem feeds branch 0; the coarser branches get either zeros
   (``all_branches=False``, as the original MDEQ) or the stem output average-pooled to their
   resolution through a 1×1 conv + GN (``all_branches=True``, the default: a branch without
   injection makes ``f`` depend on its state only through scale-invariant GroupNorms, so plain
   damped iteration does not contract at initialisation; see ``tests/zoo/test_mdeq.py``).
 - :class:`FiLMInjection` — meta-learning: ``x`` is a task vector; the support/query images are
-  fixed context (:meth:`FiLMInjection.set_context`) fed through the conv stem into branch 0,
+  the context (required) fed through the conv stem into branch 0,
   and ``x`` goes through one linear layer to FiLM scale/shift applied after the first
   GroupNorm of every residual block.
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import torch
@@ -69,9 +70,10 @@ def _check_shapes(shapes: Sequence[BranchShape]) -> tuple[BranchShape, ...]:
 class Injection(nn.Module, ABC):
     """Maps the optimised input ``x`` to per-branch :class:`BranchInputs`.
 
-    ``shapes`` are the branches' ``(C_i, H_i, W_i)``. Subclasses implement :meth:`forward`;
-    those that read fixed per-sample conditioning (a clean image, context images) implement
-    :meth:`set_context`.
+    ``shapes`` are the branches' ``(C_i, H_i, W_i)``. Subclasses implement
+    :meth:`forward`, which receives the solve's ``context`` (``None`` when the solve has none);
+    those that read fixed per-sample conditioning (a clean image, context images) validate it,
+    the others ignore it (a problem's context may be meant for its objective alone).
     """
 
     def __init__(self, shapes: Sequence[BranchShape]) -> None:
@@ -79,22 +81,17 @@ class Injection(nn.Module, ABC):
         self.shapes = _check_shapes(shapes)
 
     @abstractmethod
-    def forward(self, x: Tensor) -> BranchInputs:
-        """Per-branch injections for input ``x``."""
+    def forward(self, x: Tensor, context: Any = None) -> BranchInputs:
+        """Per-branch injections for input ``x`` under this batch's ``context``."""
 
-    def __call__(self, x: Tensor) -> BranchInputs:
-        out: BranchInputs = super().__call__(x)
+    def __call__(self, x: Tensor, context: Any = None) -> BranchInputs:
+        out: BranchInputs = super().__call__(x, context)
         return out
 
-    def lead_shape(self, x: Tensor) -> tuple[int, ...]:
+    def lead_shape(self, x: Tensor, context: Any = None) -> tuple[int, ...]:
         """Dimensions between the batch and ``(C, H, W)`` in the state (``()`` by default)."""
-        del x
+        del x, context
         return ()
-
-    def set_context(self, context: Tensor | None) -> None:
-        """Attach fixed per-sample conditioning; this injection takes none."""
-        if context is not None:
-            raise TypeError(f"{type(self).__name__} takes no context (got a tensor)")
 
     def _zeros(self, batch_shape: tuple[int, ...], like: Tensor, first: int) -> list[Tensor]:
         return [
@@ -104,7 +101,8 @@ class Injection(nn.Module, ABC):
 
 
 class LatentInjection(Injection):
-    """``x`` (``(B, latent_dim)``) ↦ one linear map per branch to ``(C_i, H_i, W_i)``."""
+    """``x`` (``(B, latent_dim)``) ↦ one linear map per branch to ``(C_i, H_i, W_i)``. Reads no
+    context (a generative problem's context, the measurement operator, is its objective's)."""
 
     def __init__(self, latent_dim: int, shapes: Sequence[BranchShape]) -> None:
         super().__init__(shapes)
@@ -115,7 +113,8 @@ class LatentInjection(Injection):
             nn.Linear(latent_dim, c * h * w) for c, h, w in self.shapes
         )
 
-    def forward(self, x: Tensor) -> BranchInputs:
+    def forward(self, x: Tensor, context: Any = None) -> BranchInputs:
+        del context
         if x.ndim != 2 or x.shape[1] != self.latent_dim:
             raise ValueError(
                 f"LatentInjection expects x of shape (B, {self.latent_dim}), got {tuple(x.shape)}"
@@ -176,9 +175,9 @@ def _coarser(
 class ImageInjection(Injection):
     """``x`` is an image ``(B, C_in, H, W)``: the stem's output feeds branch 0, zeros elsewhere.
 
-    With a context attached (:meth:`set_context`, a clean image batch of the same shape), ``x``
-    is read as a perturbation and the stem sees ``context + x`` (adversarial training with
-    ``x = δ``). The context is not a parameter and is not saved in ``state_dict``.
+    With a context (a clean image batch of ``x``'s shape, passed to the solve as
+    ``context=clean``), ``x`` is read as a perturbation and the stem sees ``context + x``
+    (adversarial training with ``x = δ``); without one, ``x`` is the image.
     """
 
     def __init__(
@@ -193,39 +192,29 @@ class ImageInjection(Injection):
         self.in_channels = in_channels
         self.stem = ImageStem(in_channels, self.shapes[0][0], groups, init_std)
         self.spread = BranchSpread(self.shapes, groups, init_std) if all_branches else None
-        self.context: Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """Shape of one input image, ``(C_in, H, W)``."""
         return (self.in_channels, self.shapes[0][1], self.shapes[0][2])
 
-    def set_context(self, context: Tensor | None) -> None:
-        """Attach clean images ``(B, C_in, H, W)`` so that ``x`` is a perturbation; ``None``
-        detaches them."""
-        if context is not None and (
-            context.ndim != 4 or tuple(context.shape[1:]) != self.image_shape
-        ):
-            shape = ", ".join(map(str, self.image_shape))
-            raise ValueError(
-                f"ImageInjection context must have shape (B, {shape}), got {tuple(context.shape)}"
-            )
-        self.context = context
-
-    def forward(self, x: Tensor) -> BranchInputs:
+    def forward(self, x: Tensor, context: Any = None) -> BranchInputs:
+        shape = ", ".join(map(str, self.image_shape))
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"ImageInjection expects x of shape (B, {', '.join(map(str, self.image_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+            raise ValueError(f"ImageInjection expects x of shape (B, {shape}), got {tuple(x.shape)}")
         image = x
-        if self.context is not None:
-            if self.context.shape[0] != x.shape[0]:
+        if context is not None:
+            if not isinstance(context, Tensor) or context.ndim != 4 or tuple(context.shape[1:]) != self.image_shape:
+                got = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
                 raise ValueError(
-                    f"ImageInjection context has batch {self.context.shape[0]} but x has batch "
-                    f"{x.shape[0]}; call set_context with this batch's clean images"
+                    f"ImageInjection context (the clean images) must be a (B, {shape}) tensor, got {got}"
                 )
-            image = self.context + x
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"ImageInjection context has batch {context.shape[0]} but x has batch "
+                    f"{x.shape[0]}; pass this batch's clean images as the context"
+                )
+            image = context + x
         first = self.stem(image)
         return BranchInputs((first, *_coarser(self, self.spread, first, (x.shape[0],))))
 
@@ -234,8 +223,8 @@ class FiLMInjection(Injection):
     """Meta-learning injection: task vector ``x`` ``(B, task_dim)`` → FiLM; context images →
     branch 0.
 
-    Each batch row is a task with ``S`` context images ``(B, S, C_in, H, W)`` attached by
-    :meth:`set_context` (e.g. its support images followed by its query images). The state of
+    Each batch row is a task with ``S`` context images ``(B, S, C_in, H, W)``, the solve's
+    required ``context`` (e.g. its support images followed by its query images). The state of
     :class:`~jiio_zoo.mdeq.MDEQLayer` then has shape ``(B, S, C_i, H_i, W_i)``; the injection
     maps are the stem applied to each image, zeros on coarser branches. One linear layer maps
     ``x`` to the FiLM ``(γ, β)`` of every branch (``2·expansion·C_i`` values each), used as
@@ -264,45 +253,37 @@ class FiLMInjection(Injection):
         self.spread = BranchSpread(self.shapes, groups, init_std) if all_branches else None
         self.film = nn.Linear(task_dim, sum(self.film_sizes))
         nn.init.zeros_(self.film.bias)
-        self.context: Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.shapes[0][1], self.shapes[0][2])
 
-    def set_context(self, context: Tensor | None) -> None:
-        """Attach the context images of every task, ``(B, S, C_in, H, W)``; ``None`` detaches."""
-        if context is not None and (
-            context.ndim != 5 or tuple(context.shape[2:]) != self.image_shape
-        ):
+    def _require_context(self, x: Tensor, context: Any) -> Tensor:
+        shape = ", ".join(map(str, self.image_shape))
+        if context is None:
+            raise TypeError(
+                f"FiLMInjection needs a context: each task's images, a (B, S, {shape}) tensor; "
+                "pass it to the solve as context=images (JointProblem.solve, DEQSolver.solve, "
+                "or the layer call)"
+            )
+        if not isinstance(context, Tensor) or context.ndim != 5 or tuple(context.shape[2:]) != self.image_shape:
+            got = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+            raise ValueError(f"FiLMInjection context (each task's images) must be a (B, S, {shape}) tensor, got {got}")
+        if context.shape[0] != x.shape[0]:
             raise ValueError(
-                "FiLMInjection context must have shape (B, S, "
-                f"{', '.join(map(str, self.image_shape))}), got {tuple(context.shape)}"
+                f"FiLMInjection context holds {context.shape[0]} tasks but x has batch {x.shape[0]}"
             )
-        self.context = context
+        return context
 
-    def _require_context(self, x: Tensor) -> Tensor:
-        if self.context is None:
-            raise RuntimeError(
-                "FiLMInjection has no context images: call layer.set_context(images) with a "
-                "(B, S, C, H, W) batch of each task's images before solving"
-            )
-        if self.context.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"FiLMInjection context holds {self.context.shape[0]} tasks but x has batch "
-                f"{x.shape[0]}"
-            )
-        return self.context
+    def lead_shape(self, x: Tensor, context: Any = None) -> tuple[int, ...]:
+        return (int(self._require_context(x, context).shape[1]),)
 
-    def lead_shape(self, x: Tensor) -> tuple[int, ...]:
-        return (int(self._require_context(x).shape[1]),)
-
-    def forward(self, x: Tensor) -> BranchInputs:
+    def forward(self, x: Tensor, context: Any = None) -> BranchInputs:
         if x.ndim != 2 or x.shape[1] != self.task_dim:
             raise ValueError(
                 f"FiLMInjection expects x of shape (B, {self.task_dim}), got {tuple(x.shape)}"
             )
-        images = self._require_context(x).to(dtype=x.dtype)
+        images = self._require_context(x, context).to(dtype=x.dtype)
         flat, lead = flatten_lead(images, 3)
         first = self.stem(flat)
         coarser = _coarser(self, self.spread, first, lead)

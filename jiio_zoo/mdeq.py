@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -282,8 +283,9 @@ class MDEQLayer(Layer):
     ``z`` is a tuple of per-branch maps ``(B, *lead, C_i, H_i, W_i)`` (``lead`` is ``()`` except
     for :class:`~jiio_zoo.injections.FiLMInjection`, where it is ``(S,)``: ``S`` context images
     per task). :meth:`init_state` returns zeros and, in training mode with dropout, draws new
-    dropout masks. Fixed per-sample conditioning (a clean image, context images) is attached
-    with :meth:`set_context`, which forwards to the injection.
+    dropout masks. Fixed per-sample conditioning (a clean image, context images) is the solve's
+    ``context`` (:mod:`jiio_core.context`): ``forward`` and ``init_state`` take it as an
+    argument and hand it to the injection on every call; the layer stores none.
     """
 
     def __init__(self, cell: MDEQCell, injection: Injection) -> None:
@@ -301,10 +303,6 @@ class MDEQLayer(Layer):
         """``(C_i, H_i, W_i)`` of each branch."""
         return self.injection.shapes
 
-    def set_context(self, context: Tensor | None) -> None:
-        """Attach (or with ``None`` detach) the injection's fixed per-sample conditioning."""
-        self.injection.set_context(context)
-
     def reset_dropout(
         self, batch: int, like: Tensor | None = None, generator: torch.Generator | None = None
     ) -> None:
@@ -316,21 +314,21 @@ class MDEQLayer(Layer):
             if d.p > 0.0:
                 d.reset(batch, like, generator)
 
-    def init_state(self, x: Tensor) -> tuple[Tensor, ...]:
-        lead = (int(x.shape[0]), *self.injection.lead_shape(x))
+    def init_state(self, x: Tensor, context: Any = None) -> tuple[Tensor, ...]:
+        lead = (int(x.shape[0]), *self.injection.lead_shape(x, context))
         if self.training:
             self.reset_dropout(math.prod(lead), like=x)
         return tuple(
             torch.zeros(*lead, *s, dtype=x.dtype, device=x.device) for s in self.shapes
         )
 
-    def forward(self, z: State, x: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, z: State, x: Tensor, context: Any = None) -> tuple[Tensor, ...]:
         parts = z if isinstance(z, tuple) else (z,)
         if len(parts) != len(self.shapes):
             raise ValueError(
                 f"MDEQLayer expects a state of {len(self.shapes)} branch tensors, got {len(parts)}"
             )
-        inputs = self.injection(x)
+        inputs = self.injection(x, context)
         flat_z: list[Tensor] = []
         flat_maps: list[Tensor] = []
         lead: tuple[int, ...] = ()

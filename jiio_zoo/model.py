@@ -76,24 +76,20 @@ class ZooModel(nn.Module):
             return list(self.layer.injection.parameters())
         return []
 
-    def set_context(self, context: Tensor | None) -> None:
-        """Attach fixed conditioning (clean images, task images) to the layer's injection."""
-        if not isinstance(self.layer, MDEQLayer):
-            raise TypeError(f"{type(self.layer).__name__} takes no context")
-        self.layer.set_context(context)
-
     def decode(self, z: State) -> Tensor:
         """``h_θ(z)``."""
         return self.head(z)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``h_θ(z*(x))``: the model as a plain function of its input (logits of a classifier,
         the image of a latent), by the config's DEQ solver (:func:`jiio_zoo.recipe.deq_solver`)
         with an implicit backward pass, so ``model(x)`` is differentiable in ``x`` and ``θ``
-        (e.g. for an attack library). Set the context first where the model needs one."""
+        (e.g. for an attack library). ``context``: the batch's fixed conditioning where the
+        model reads one (clean images under which ``x`` is a perturbation, a task's images),
+        passed to the solve (:mod:`jiio_core.context`)."""
         from jiio_zoo.recipe import deq_solver  # the recipe imports this module
 
-        return self.decode(deq_solver(self).solve(self.layer, x).z)
+        return self.decode(deq_solver(self).solve(self.layer, x, context=context).z)
 
     def objective(self, *, support: int | None = None) -> InnerObjective:
         """The inner loss of the config's task: reconstruction (generative, inverse, toy),

@@ -39,26 +39,29 @@ FACTORIES = frozenset({
 
 # (file relative to the repository root, substring of the call's source lines, reason)
 ALLOWED: tuple[tuple[str, str, str], ...] = (
-    ("jiio_core/demo.py", "g = torch.Generator().manual_seed(seed)",
+    ("jiio_tasks/demo.py", "g = torch.Generator().manual_seed(seed)",
      "TanhDEQ constructor: seeds the demo layer's weights, module state moved with the module"),
-    ("jiio_core/demo.py", "w = torch.randn(state, state, generator=g)",
+    ("jiio_tasks/demo.py", "w = torch.randn(state, state, generator=g)",
      "TanhDEQ constructor: raw weights, normalised into a Parameter (moved with the module)"),
-    ("jiio_core/demo.py", "torch.Generator().manual_seed(seed + 1)",
+    ("jiio_tasks/demo.py", "torch.Generator().manual_seed(seed + 1)",
      "Reconstruction constructor: seeds the head Parameter (moved with the module)"),
-    ("jiio_core/demo.py", "torch.Generator().manual_seed(seed + 2)",
+    ("jiio_tasks/demo.py", "torch.Generator().manual_seed(seed + 2)",
      "make_setup builds the whole demo on the CPU (fresh CPU modules, no device argument)"),
-    ("jiio_core/demo.py", "x_true = torch.randn(batch, latent, generator=g)",
+    ("jiio_tasks/demo.py", "x_true = torch.randn(batch, latent, generator=g)",
      "make_setup builds the whole demo on the CPU (fresh CPU modules, no device argument)"),
-    ("jiio_tasks/adversarial/train.py", "ys.append(torch.as_tensor(y))",
-     "data loading: CPU labels of a torchvision split, moved to the device by the caller"),
-    ("jiio_tasks/adversarial/train.py", "generator=torch.Generator().manual_seed(seed))[:size]",
-     "eval_subset: a seeded CPU permutation (and its generator) indexing the CPU split"),
     ("jiio_tasks/adversarial/train.py", "g = torch.Generator().manual_seed(seed)",
      "robust_accuracies: PGD's random starts are drawn on the generator's device and moved "
      "(attacks.random_ball), so a CPU seed gives the same starts on every device"),
     ("jiio_tasks/adversarial/train.py", "idx = env.shard(torch.randint(0, len(tr_y)",
      "batch indices into the CPU training split from the global CPU stream (the same batches "
      "on every device and rank); the batch is moved with .to(env.device)"),
+    ("jiio_tasks/adversarial/splits.py", "ys.append(torch.as_tensor(y))",
+     "data loading: CPU labels of a torchvision split, moved to the device by the caller"),
+    ("jiio_tasks/adversarial/splits.py", "torch.randperm(count, generator=torch.Generator().manual_seed(seed))",
+     "held_out_indices: a seeded CPU permutation (and its generator) indexing the CPU split"),
+    ("jiio_tasks/adversarial/evaluate.py", "g = torch.Generator().manual_seed(seed)",
+     "evaluate_runs' robust accuracies: PGD's random starts are drawn on the generator's device and "
+     "moved (attacks.random_ball), so a CPU seed gives the same starts on every device"),
     ("jiio_tasks/data/fewshot.py", "torch.as_tensor(y)",
      "data loading: CPU labels of an episode, moved to the device by the caller"),
     ("jiio_tasks/generative/data.py", "idx = torch.randint(0, len(self), (batch_size,))",

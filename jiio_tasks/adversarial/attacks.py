@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jiio_core.baselines import DEQSolver
 from jiio_core.constraint import Box, Intersection, L2Ball
 from jiio_core.damping import Damping
+from jiio_core.deq import DEQSolver
 from jiio_core.outer import AdjointShortcut
 from jiio_core.problem import JointProblem, JointSolution
 from jiio_zoo.model import ZooModel
@@ -77,21 +77,20 @@ def random_ball(shape: tuple[int, ...], eps: float, *, dtype: torch.dtype = torc
 
 
 @contextlib.contextmanager
-def evaluating(model: ZooModel, context: Tensor | None = None) -> Iterator[None]:
-    """Eval mode and the given injection context for the duration; restores both."""
+def evaluating(model: ZooModel) -> Iterator[None]:
+    """Eval mode for the duration; restores the model's mode."""
     was_training = model.training
     model.eval()
-    model.set_context(context)
     try:
         yield
     finally:
-        model.set_context(None)
         model.train(was_training)
 
 
-def deq_logits(model: ZooModel, images: Tensor, deq: DEQSolver) -> Tensor:
-    """``h(z*(images))`` with the implicit backward pass (the model's context must be None)."""
-    sol = deq.solve(model.layer, images)
+def deq_logits(model: ZooModel, images: Tensor, deq: DEQSolver, clean: Tensor | None = None) -> Tensor:
+    """``h(z*(images))`` with the implicit backward pass; with ``clean`` (the injection's
+    context), ``images`` is a perturbation of ``clean``."""
+    sol = deq.solve(model.layer, images, context=clean)
     out: Tensor = model.head(sol.z)
     return out
 
@@ -204,16 +203,12 @@ class JIIOAttack:
     def solve(self, model: ZooModel, clean: Tensor, labels: Tensor, *, jacobian_penalty: bool = False,
               generator: torch.Generator | None = None) -> JointSolution:
         """The joint solution with δ as ``x`` (differentiable in θ by the adjoint shortcut when
-        grad is enabled); the model's context is the clean batch during the call only.
-        ``jacobian_penalty``: also the Jacobian penalty at a random iterate, drawn with
-        ``generator`` (default: torch's global stream)."""
+        grad is enabled); the clean batch is the solve's context (the image seen is
+        ``clean + δ``). ``jacobian_penalty``: also the Jacobian penalty at a random iterate,
+        drawn with ``generator`` (default: torch's global stream)."""
         problem = self.problem(model, jacobian_penalty=jacobian_penalty)
-        model.set_context(clean)
-        try:
-            return problem.solve(labels, torch.zeros_like(clean), constraint=pixel_ball(clean, self.eps),
-                                 generator=generator)
-        finally:
-            model.set_context(None)
+        return problem.solve(labels, torch.zeros_like(clean), context=clean,
+                             constraint=pixel_ball(clean, self.eps), generator=generator)
 
     def perturb(self, model: ZooModel, clean: Tensor, labels: Tensor) -> tuple[Tensor, JointSolution]:
         with torch.no_grad(), evaluating(model):

@@ -29,9 +29,11 @@ __all__ = ["MeasurementObjective"]
 class MeasurementObjective(InnerObjective):
     """``ℓ(z, x, ŷ) = mean((ŷ − A h(z))²)`` per sample (eq. 22).
 
-    ``operator`` is ``A``; set :attr:`operator` for each batch when it is random (the
-    inpainting mask). ``y`` is the observation ``ŷ`` ``(B, C, H, W)``. With ``A = I`` this is
-    the generative loss of eq. 20.
+    ``A`` is the solve's context (:mod:`jiio_core.context`) when it varies per batch (the
+    inpainting mask, a seeded noise draw): ``problem.solve(observed, context=operator)``;
+    without a context it is the fixed ``operator`` given here (default: the identity). ``y`` is
+    the observation ``ŷ`` ``(B, C, H, W)``. With ``A = I`` this is the generative loss of
+    eq. 20.
     """
 
     def __init__(
@@ -42,11 +44,16 @@ class MeasurementObjective(InnerObjective):
         self.operator: Measurement = Identity() if operator is None else operator
         self.relation = relation
 
-    def forward(self, z: State, x: Tensor, y: Any) -> Tensor:
+    def forward(self, z: State, x: Tensor, y: Any, context: Measurement | None = None) -> Tensor:
         del x
         if not isinstance(y, Tensor):
             raise TypeError(f"MeasurementObjective expects the observation tensor as y, got {type(y).__name__}")
-        out = self.operator.apply(self.head(z))
+        operator = self.operator if context is None else context
+        if not isinstance(operator, Measurement):
+            raise TypeError(
+                f"MeasurementObjective's context must be the batch's Measurement operator, got {type(operator).__name__}"
+            )
+        out = operator.apply(self.head(z))
         if out.shape != y.shape:
             raise ValueError(
                 f"MeasurementObjective: A h(z) has shape {tuple(out.shape)} but the observation "

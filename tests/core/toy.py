@@ -106,6 +106,43 @@ class QuadraticLoss(InnerObjective):
         return out
 
 
+class ContextTanhLayer(Layer):
+    """``f(z, x; c) = tanh(W z + U x + V c + b)``: a per-batch context ``c`` ``(B, nc)`` read
+    through a trainable ``V``; without a context, ``c = 0``."""
+
+    def __init__(self, nz: int, nx: int, nc: int, rho: float = 0.6, seed: int = 0) -> None:
+        super().__init__()
+        g = _gen(seed)
+        w = torch.randn(nz, nz, generator=g, dtype=DT)
+        self.W = nn.Parameter(rho * w / torch.linalg.matrix_norm(w, 2))
+        self.U = nn.Parameter(torch.randn(nz, nx, generator=g, dtype=DT) / nx**0.5)
+        self.V = nn.Parameter(torch.randn(nz, nc, generator=g, dtype=DT) / nc**0.5)
+        self.b = nn.Parameter(0.1 * torch.randn(nz, generator=g, dtype=DT))
+
+    def forward(self, z: Any, x: Tensor, context: Tensor | None = None) -> Tensor:
+        pre = z @ self.W.T + x @ self.U.T + self.b
+        if context is not None:
+            pre = pre + context @ self.V.T
+        out: Tensor = torch.tanh(pre)
+        return out
+
+    def init_state(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], self.W.shape[0])
+
+
+class ContextLoss(QuadraticLoss):
+    """``ℓ = ½‖H z − y − G c‖² + ½ λ‖x‖²``: the context ``c`` shifts the target through a
+    trainable ``G``."""
+
+    def __init__(self, nz: int, ny: int, nc: int, lam: float = 0.1, seed: int = 1,
+                 relation: Relation = Relation.SAME) -> None:
+        super().__init__(nz, ny, lam, seed, relation)
+        self.G = nn.Parameter(torch.randn(ny, nc, generator=_gen(seed + 100), dtype=DT) / nc**0.5)
+
+    def forward(self, z: Any, x: Tensor, y: Any, context: Tensor | None = None) -> Tensor:
+        return super().forward(z, x, y if context is None else y + context @ self.G.T)
+
+
 def closed_form_x(layer: LinearLayer, loss: QuadraticLoss, y: Tensor) -> Tensor:
     """Unconstrained minimiser of the linear-quadratic problem."""
     a, c = layer.affine()

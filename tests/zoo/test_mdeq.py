@@ -24,9 +24,9 @@ def _layer(model: object) -> MDEQLayer:
     return layer
 
 
-def _rand_state(layer: MDEQLayer, x: Tensor, seed: int) -> tuple[Tensor, ...]:
+def _rand_state(layer: MDEQLayer, x: Tensor, seed: int, context: Tensor | None = None) -> tuple[Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    z0 = layer.init_state(x)
+    z0 = layer.init_state(x, context)
     return tuple(torch.randn(p.shape, generator=g, dtype=p.dtype) for p in z0)
 
 
@@ -86,11 +86,11 @@ def test_cell_matches_functional_reference(task: str) -> None:
     model = tiny_model(task, dropout=0.3)
     layer = _layer(model)
     layer.train()
-    x = tiny_input(model, batch=3)
-    z = layer.init_state(x)  # draws the dropout masks
-    z = _rand_state(layer, x, seed=5)
-    out = layer(z, x)
-    inputs = layer.injection(x)
+    x, c = tiny_input(model, batch=3)
+    z = layer.init_state(x, c)  # draws the dropout masks
+    z = _rand_state(layer, x, seed=5, context=c)
+    out = layer(z, x, c)
+    inputs = layer.injection(x, c)
     flat = lambda t: t.reshape(-1, *t.shape[-3:])  # noqa: E731
     film = inputs.film
     if film is not None:
@@ -109,12 +109,12 @@ def test_shapes(task: str) -> None:
     model = tiny_model(task)
     layer = _layer(model)
     assert isinstance(layer, Layer)
-    x = tiny_input(model, batch=2, support=3)
-    z = layer.init_state(x)
+    x, c = tiny_input(model, batch=2, support=3)
+    z = layer.init_state(x, c)
     lead = (2, 3) if task == "meta" else (2,)
     assert tuple(p.shape for p in z) == ((*lead, 4, 8, 8), (*lead, 8, 4, 4))
     assert all(bool((p == 0).all()) for p in z)
-    out = layer(z, x)
+    out = layer(z, x, c)
     assert tuple(o.shape for o in out) == tuple(p.shape for p in z)
     y = model.decode(out)
     expected = {"adversarial": (2, 3), "generative": (2, 1, 8, 8), "meta": (2, 3, 3)}[task]
@@ -133,7 +133,7 @@ def test_branch_shapes_round_up_like_stride2_convs() -> None:
 
 def test_odd_image_size_runs() -> None:
     model = tiny_model("generative", image_size=7)
-    x = tiny_input(model, batch=2)
+    x, _ = tiny_input(model, batch=2)
     z = model.layer.init_state(x)
     assert [tuple(p.shape[-2:]) for p in z] == [(7, 7), (4, 4)]
     assert [o.shape for o in model.layer(z, x)] == [p.shape for p in z]
@@ -141,7 +141,7 @@ def test_odd_image_size_runs() -> None:
 
 def test_shape_errors_name_the_problem() -> None:
     model = tiny_model("generative")
-    x = tiny_input(model, batch=2)
+    x, _ = tiny_input(model, batch=2)
     z = model.layer.init_state(x)
     with pytest.raises(ValueError, match=r"state branch 1 must have shape"):
         model.layer((z[0], z[1][:, :, :2]), x)
@@ -169,22 +169,21 @@ def test_per_sample_independence(task: str, train: bool) -> None:
     model = tiny_model(task, dropout=0.2)
     layer = _layer(model)
     layer.train(train)
-    x = tiny_input(model, batch=4)
-    context = getattr(layer.injection, "context", None)
-    layer.init_state(x)
-    z = _rand_state(layer, x, seed=3)
-    out = layer(z, x)
+    x, context = tiny_input(model, batch=4)
+    layer.init_state(x, context)
+    z = _rand_state(layer, x, seed=3, context=context)
+    out = layer(z, x, context)
     head_out = model.decode(out)
 
     x2, z2 = x.clone(), tuple(p.clone() for p in z)
     x2[1:] = torch.randn_like(x2[1:]) * 5
     for p in z2:
         p[1:] = torch.randn_like(p[1:]) * 3
+    c2 = None
     if context is not None:
         c2 = context.clone()
         c2[1:] = torch.rand_like(c2[1:])
-        layer.set_context(c2)
-    out2 = layer(z2, x2)
+    out2 = layer(z2, x2, c2)
     for a, b in zip(out, out2, strict=True):
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(head_out[0], model.decode(out2)[0], rtol=0, atol=1e-12)
@@ -194,9 +193,7 @@ def test_per_sample_independence(task: str, train: bool) -> None:
         if d.mask is not None:
             rows = d.mask.shape[0] // 4
             d.mask = d.mask[:rows]
-    if context is not None:
-        layer.set_context(context[:1])
-    alone = layer(tuple(p[:1] for p in z), x[:1])
+    alone = layer(tuple(p[:1] for p in z), x[:1], None if context is None else context[:1])
     for a, b in zip(out, alone, strict=True):
         torch.testing.assert_close(a[:1], b, rtol=1e-10, atol=1e-12)
 
@@ -204,16 +201,14 @@ def test_per_sample_independence(task: str, train: bool) -> None:
 def test_film_tasks_are_independent_and_share_the_task_vector() -> None:
     model = tiny_model("meta")
     layer = _layer(model)
-    x = tiny_input(model, batch=2, support=3)
-    images = layer.injection.context
+    x, images = tiny_input(model, batch=2, support=3)
     assert images is not None
-    z = _rand_state(layer, x, seed=4)
-    out = layer(z, x)
+    z = _rand_state(layer, x, seed=4, context=images)
+    out = layer(z, x, images)
     # Image s of task b equals a task holding that image alone, with the same task vector.
     for b in range(2):
         for s in range(3):
-            layer.set_context(images[b : b + 1, s : s + 1])
-            single = layer(tuple(p[b : b + 1, s : s + 1] for p in z), x[b : b + 1])
+            single = layer(tuple(p[b : b + 1, s : s + 1] for p in z), x[b : b + 1], images[b : b + 1, s : s + 1])
             for o, r in zip(out, single, strict=True):
                 torch.testing.assert_close(o[b, s], r[0, 0], rtol=1e-10, atol=1e-12)
 
@@ -222,17 +217,17 @@ def test_film_tasks_are_independent_and_share_the_task_vector() -> None:
 def test_film_is_identity_at_zero_task_vector_and_acts_otherwise() -> None:
     model = tiny_model("meta")
     layer = _layer(model)
-    x = tiny_input(model, batch=2)
-    z = _rand_state(layer, x, seed=2)
+    x, c = tiny_input(model, batch=2)
+    z = _rand_state(layer, x, seed=2, context=c)
     zero = torch.zeros_like(x)
-    inputs = layer.injection(zero)
+    inputs = layer.injection(zero, c)
     plain = layer.cell(
         [p.reshape(-1, *p.shape[2:]) for p in z],
         type(inputs)(tuple(m.reshape(-1, *m.shape[2:]) for m in inputs.maps), None),
     )
-    for a, b in zip(layer(z, zero), plain, strict=True):
+    for a, b in zip(layer(z, zero, c), plain, strict=True):
         torch.testing.assert_close(a.reshape(b.shape), b, rtol=1e-12, atol=1e-12)
-    moved = layer(z, x)
+    moved = layer(z, x, c)
     gap = max(float((a.reshape(b.shape) - b).abs().max()) for a, b in zip(moved, plain, strict=True))
     assert gap > 1e-3
 
@@ -244,24 +239,40 @@ def test_image_injection_context_adds_the_perturbation() -> None:
     delta = 0.1 * torch.randn(3, 1, 8, 8, dtype=torch.float64)
     z = _rand_state(layer, clean, seed=1)
     direct = layer(z, clean + delta)
-    layer.set_context(clean)
-    perturbed = layer(z, delta)
+    perturbed = layer(z, delta, clean)
     for a, b in zip(direct, perturbed, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # the context is an argument of that call only: the next call without one sees x as the image
+    for a, b in zip(layer(z, delta), layer(z, delta, torch.zeros_like(clean)), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"context has batch 3 but x has batch 2"):
-        layer(tuple(p[:2] for p in z), delta[:2])
+        layer(tuple(p[:2] for p in z), delta[:2], clean)
+    with pytest.raises(ValueError, match=r"ImageInjection context \(the clean images\) must be a \(B, 1, 8, 8\)"):
+        layer(z, delta, clean[:, :, :4])
 
 
 def test_missing_film_context_is_a_clear_error() -> None:
+    """A context-needing injection called without its context names what is missing."""
     model = tiny_model("meta")
-    with pytest.raises(RuntimeError, match=r"set_context"):
-        model.layer.init_state(torch.zeros(2, 5, dtype=torch.float64))
+    layer = _layer(model)
+    x = torch.zeros(2, 5, dtype=torch.float64)
+    missing = r"FiLMInjection needs a context: each task's images, a \(B, S, 1, 8, 8\) tensor; pass it"
+    with pytest.raises(TypeError, match=missing):
+        layer.init_state(x)
+    images = torch.rand(2, 3, 1, 8, 8, dtype=torch.float64)
+    z = layer.init_state(x, images)
+    with pytest.raises(TypeError, match=missing):
+        layer(z, x)
+    with pytest.raises(TypeError, match=missing):
+        model(x)  # the whole model as a function: the same message from its DEQ solve
+    with pytest.raises(ValueError, match=r"FiLMInjection context holds 1 tasks but x has batch 2"):
+        layer(z, x, images[:1])
 
 
 def test_injection_gradient_reaches_x() -> None:
     """JIIO needs J_xᵀμ: the vector-Jacobian product w.r.t. x must match finite differences."""
     model = tiny_model("generative")
-    x = tiny_input(model, batch=1).requires_grad_(True)
+    x = tiny_input(model, batch=1)[0].requires_grad_(True)
     z = _rand_state(_layer(model), x, seed=0)
     mu = tuple(torch.randn_like(p) for p in z)
     (g,) = torch.autograd.grad(sum((o * m).sum() for o, m in zip(model.layer(z, x), mu, strict=True)), x)
@@ -281,7 +292,7 @@ def test_dropout_mask_fixed_across_iterations_and_off_in_eval() -> None:
     model = tiny_model("generative", dropout=0.5)
     layer = _layer(model)
     layer.train()
-    x = tiny_input(model, batch=3)
+    x, _ = tiny_input(model, batch=3)
     layer.init_state(x)
     z = _rand_state(layer, x, seed=7)
     masks = [d.mask for d in layer.cell.dropouts()]
@@ -312,7 +323,7 @@ def test_dropout_without_mask_or_wrong_batch_raises() -> None:
     model = tiny_model("generative", dropout=0.5)
     layer = _layer(model)
     layer.train()
-    x = tiny_input(model, batch=3)
+    x, _ = tiny_input(model, batch=3)
     z = tuple(torch.randn(3, *s, dtype=x.dtype) for s in layer.shapes)
     with pytest.raises(RuntimeError, match=r"no mask was drawn"):
         layer(z, x)
@@ -349,14 +360,14 @@ def test_weight_norm_on_block_and_post_fusion_convs_only() -> None:
 
 
 def _damped(
-    layer: MDEQLayer, x: Tensor, alpha: float, iters: int, tol: float
+    layer: MDEQLayer, x: Tensor, alpha: float, iters: int, tol: float, context: Tensor | None = None
 ) -> tuple[tuple[Tensor, ...], float]:
     """Plain damped iteration ``z ← (1−α) z + α f(z, x)`` until the relative residual < tol."""
     with torch.no_grad():
-        z = layer.init_state(x)
+        z = layer.init_state(x, context)
         res = float("inf")
         for _ in range(iters):
-            fz = layer(z, x)
+            fz = layer(z, x, context)
             num = sum(float((a - b).pow(2).sum()) for a, b in zip(fz, z, strict=True))
             den = sum(float(a.pow(2).sum()) for a in fz)
             res = (num / den) ** 0.5
@@ -371,11 +382,11 @@ def _damped(
 def test_plain_damped_iteration_converges_at_init(task: str, seed: int) -> None:
     model = tiny_model(task, seed=seed).eval()
     layer = _layer(model)
-    x = tiny_input(model, batch=2, seed=seed + 10)
-    z, res = _damped(layer, x, alpha=0.8, iters=150, tol=1e-10)
+    x, c = tiny_input(model, batch=2, seed=seed + 10)
+    z, res = _damped(layer, x, alpha=0.8, iters=150, tol=1e-10, context=c)
     assert res < 1e-10
     with torch.no_grad():
-        for a, b in zip(layer(z, x), z, strict=True):
+        for a, b in zip(layer(z, x, c), z, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
 
 
@@ -386,7 +397,7 @@ def test_post_norm_init_sets_the_state_scale() -> None:
         layer = _layer(tiny_model("generative", post_norm_init=scale))
         for post in layer.cell.post:
             assert bool((post[2].weight == scale).all())
-        x = tiny_input(tiny_model("generative"), batch=2)
+        x, _ = tiny_input(tiny_model("generative"), batch=2)
         out = layer(layer.init_state(x), x)
         # GroupNorm output has zero mean and unit variance per group (up to its eps, which
         # matters here because the small-init 1×1 conv feeds it small values): RMS ≈ weight.

@@ -25,6 +25,7 @@ from .tiny import tiny_input, tiny_model  # noqa: E402
 
 
 def _equilibrium(model: ZooModel, x: Tensor, iters: int = 200) -> Any:
+    """Plain iteration of the generative/toy layer (no context)."""
     with torch.no_grad():
         z = model.layer.init_state(x)
         for _ in range(iters):
@@ -32,28 +33,28 @@ def _equilibrium(model: ZooModel, x: Tensor, iters: int = 200) -> Any:
     return z
 
 
-def _setup(task: str) -> tuple[ZooModel, Any, Constraint, OuterGradient, float]:
+def _setup(task: str) -> tuple[ZooModel, Any, Tensor | None, Constraint, OuterGradient, float]:
+    """The model, the targets, the solve's context, the constraint, the outer gradient, α_x."""
     model = tiny_model(task, seed=0).eval()
     gen = torch.Generator().manual_seed(4)
     if task == "adversarial":
-        clean = tiny_input(model, batch=3)
-        model.set_context(clean)
+        clean, _ = tiny_input(model, batch=3)
         y = torch.randint(0, 3, (3,), generator=gen)
-        return model, y, L2Ball(radius=0.1), AdjointShortcut(), 1.0
+        return model, y, clean, L2Ball(radius=0.1), AdjointShortcut(), 1.0
     if task == "meta":
-        tiny_input(model, batch=3, support=4)  # attaches (3, 4, 1, 8, 8) context images
+        _, images = tiny_input(model, batch=3, support=4)  # (3, 4, 1, 8, 8) context images
         y = torch.randint(0, 3, (3, 4), generator=gen)
-        return model, y, Unconstrained(), FixedInput(), 0.5
-    x_true = tiny_input(model, batch=3, seed=11)
+        return model, y, images, Unconstrained(), FixedInput(), 0.5
+    x_true, _ = tiny_input(model, batch=3, seed=11)
     target = model.decode(_equilibrium(model, x_true)).detach()
     # α_x multiplies the gradient of the summed loss (the objective declares its pixel count
     # as loss_scale): 0.5 per pixel of the mean loss
-    return model, target, Unconstrained(), AdjointShortcut(), 0.5 / target[0].numel()
+    return model, target, None, Unconstrained(), AdjointShortcut(), 0.5 / target[0].numel()
 
 
 @pytest.mark.parametrize("task", ["adversarial", "generative", "meta", "toy"])
 def test_jiio_kkt_residual_falls(task: str) -> None:
-    model, y, constraint, outer, alpha_x = _setup(task)
+    model, y, context, constraint, outer, alpha_x = _setup(task)
     support = 2 if task == "meta" else None
     problem = JointProblem(
         model.layer,
@@ -69,7 +70,7 @@ def test_jiio_kkt_residual_falls(task: str) -> None:
         x_shape=model.x_shape,
     )
     with torch.no_grad():
-        sol = problem.solve(y)
+        sol = problem.solve(y, context=context)
     res = sol.trace.residual
     assert res.ndim == 2 and res.shape[1] == 3
     first = res[0]

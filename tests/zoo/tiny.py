@@ -54,14 +54,17 @@ def tiny_model(task: str, seed: int = 0, dtype: torch.dtype = torch.float64, **m
     return build_model(tiny_config(task, **model)).to(dtype)
 
 
-def tiny_input(model: ZooModel, batch: int, seed: int = 1, support: int = 3) -> torch.Tensor:
-    """A random input ``x`` for ``model`` (and, for image/FiLM models, attached context)."""
+def tiny_input(
+    model: ZooModel, batch: int, seed: int = 1, support: int = 3
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A random input ``x`` for ``model`` and the context its solves need: ``support`` images
+    per task ``(B, S, 1, H, W)`` for FiLM models, ``None`` otherwise."""
     g = torch.Generator().manual_seed(seed)
     dtype = next(model.parameters()).dtype
     cfg = model.config.model
+    context = None
     if isinstance(cfg, MDEQConfig) and cfg.injection == "film":
-        images = torch.rand(batch, support, 1, cfg.image_size, cfg.image_size, generator=g, dtype=dtype)
-        model.set_context(images)
+        context = torch.rand(batch, support, 1, cfg.image_size, cfg.image_size, generator=g, dtype=dtype)
     if isinstance(cfg, MDEQConfig) and cfg.injection == "image":
-        return torch.rand(batch, *model.x_shape, generator=g, dtype=dtype)
-    return torch.randn(batch, *model.x_shape, generator=g, dtype=dtype)
+        return torch.rand(batch, *model.x_shape, generator=g, dtype=dtype), context
+    return torch.randn(batch, *model.x_shape, generator=g, dtype=dtype), context

@@ -1,9 +1,10 @@
 """Demo: latent inversion on a small random DEQ, JIIO versus Adam over the DEQ.
 
-``python -m jiio_core.demo`` builds a random contractive tanh DEQ ``z = tanh(Wz + Ux + b)``
-with a linear read-out ``h(z) = Hz``, draws targets ``y = h(z*(x_true))`` and recovers a latent
+``python -m jiio_tasks.demo`` (``./dev demo``) builds a random contractive tanh DEQ
+``z = tanh(Wz + Ux + b)`` with a linear read-out ``h(z) = Hz``, draws targets ``y = h(z*(x_true))`` and recovers a latent
 ``x`` for each target, once by JIIO and once by Adam where every Adam step runs a full DEQ
-forward and implicit backward solve. It prints one table row per method.
+forward and implicit backward solve. It prints one table row per method. It uses jiio_core
+alone: an example of the library, not part of it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from jiio_core.accelerators import AndersonI, AndersonII
-from jiio_core.baselines import Adam, DEQSolver, optimize_input
+from jiio_core.baselines import Adam, optimize_input
 from jiio_core.damping import Damping
+from jiio_core.deq import DEQSolver
 from jiio_core.layer import Layer
 from jiio_core.objective import InnerObjective, Relation
 from jiio_core.problem import JointProblem
@@ -145,7 +147,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m jiio_core.demo",
+        prog="python -m jiio_tasks.demo",
         description="Latent inversion on a random tanh DEQ: JIIO (Anderson I and II) versus Adam "
         "over the DEQ (each Adam step = full forward + implicit backward solve).",
     )
