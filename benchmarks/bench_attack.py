@@ -37,7 +37,7 @@ from jiio_tasks.adversarial.evaluate import (
     bench,
     bench_summary,
 )
-from jiio_tasks.adversarial.train import eval_subset, fit_images, load_split
+from jiio_tasks.adversarial.splits import held_out_digits
 from jiio_zoo import load
 
 
@@ -71,8 +71,7 @@ def main() -> None:
 
     model = load(args.model, weights=args.weights, device=device).eval()
     eps = float(args.eps if args.eps is not None else model.config.solver.epsilon)
-    images, labels = load_split("embedded", "test", None)
-    images, labels = eval_subset(fit_images(images, model), labels, args.batch)
+    images, labels = held_out_digits(model, args.batch)
     images, labels = images.to(device), labels.to(device)
     print(f"machine: {C.machine(device)}")
     print(f"eps {eps:g} (config's solver epsilon: {model.config.solver.epsilon})")

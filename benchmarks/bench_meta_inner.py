@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 import jiio_zoo
+from jiio_tasks.meta.splits import meta_test_tasks
 from jiio_tasks.meta.tasks import TaskBatch, collate
 from jiio_tasks.meta.train import (
     InnerSettings,
@@ -45,7 +46,6 @@ from jiio_tasks.meta.train import (
     adam_inner,
     jiio_inner,
     support_loss,
-    tasksets,
 )
 from jiio_zoo.model import ZooModel
 
@@ -56,7 +56,8 @@ def _setup(args: argparse.Namespace) -> tuple[ZooModel, TaskBatch]:
     model = jiio_zoo.load("glyphs_meta_small", weights=args.weights, device=args.device)
     model.eval()
     cfg = MetaTrainConfig(eval_tasks=args.tasks)
-    test = tasksets(cfg)[1]
+    test = meta_test_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
+                           count=cfg.eval_tasks)
     batch = collate([test[i] for i in range(args.tasks)])
     return model, TaskBatch(batch.images.to(args.device), batch.labels.to(args.device), batch.support)
 

@@ -38,7 +38,7 @@ from jiio_tasks.adversarial.evaluate import (
     sweep_objective,
     tight_deq,
 )
-from jiio_tasks.adversarial.train import eval_subset, fit_images, load_split
+from jiio_tasks.adversarial.splits import eval_subset, training_digits
 from jiio_tasks.speed import first_stable_k, interior_sweep
 from jiio_zoo import load
 
@@ -50,8 +50,7 @@ SWITCHES = (25, 40)
 
 def _data(model_name: str, batch: int, seed: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
     model = load(model_name).eval()
-    images, labels = load_split("embedded", "train", None)
-    images, labels = eval_subset(fit_images(images, model), labels, batch, seed=seed)
+    images, labels = eval_subset(*training_digits(model), batch, seed=seed)
     return model, images, labels
 
 

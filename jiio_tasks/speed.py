@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
-from tqdm import tqdm  # type: ignore[import-untyped]
+
+from jiio_tasks.progress import progress_bar
 
 T = TypeVar("T")
 
@@ -115,10 +115,16 @@ def cpu_seconds(fn: Callable[[], T]) -> tuple[float, T]:
 
 
 def paired_ratio(
-    baseline: Callable[[], Any], jiio: Callable[[], Any], *, repeats: int = 3, warmup: int = 1
+    baseline: Callable[[], Any],
+    jiio: Callable[[], Any],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    on_pair: Callable[[], None] | None = None,
 ) -> PairedRatio:
     """Time ``baseline`` and ``jiio`` alternately, ``repeats`` times each after ``warmup``
-    untimed calls of both, by process CPU time."""
+    untimed calls of both, by process CPU time. ``on_pair`` (e.g. a progress bar's tick) is
+    called after each of the ``warmup + repeats`` pairs, outside the timed calls."""
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     if not isinstance(warmup, int) or warmup < 0:
@@ -126,10 +132,14 @@ def paired_ratio(
     for _ in range(warmup):
         baseline()
         jiio()
+        if on_pair is not None:
+            on_pair()
     b, j = [], []
     for _ in range(repeats):
         b.append(cpu_seconds(baseline)[0])
         j.append(cpu_seconds(jiio)[0])
+        if on_pair is not None:
+            on_pair()
     return PairedRatio(tuple(b), tuple(j))
 
 
@@ -153,39 +163,54 @@ def compare(
     or taken from ``reference``: an earlier result's ``(best, scores)``), ``k*`` is
     :func:`first_stable_k` over ``iterations``, and both are timed by :func:`paired_ratio`
     (skipped with ``time_it=False`` or when JIIO never reaches the baseline's score).
-    ``progress`` shows a bar on stderr (one tick per run)."""
-    bar = tqdm(total=None, disable=not progress, desc="fair comparison", unit="run", file=sys.stderr)
+    ``progress`` shows a bar on stderr (:func:`jiio_tasks.progress.progress_bar`), one tick
+    per run: the step sizes of the grid (raised when the sweep extends it), the JIIO counts and
+    the ``1 + repeats`` timed pairs (dropped when the timing is skipped)."""
+    grid = len(set(float(s) for s in step_sizes)) if reference is None else 0
+    timed = 1 + repeats if time_it else 0
+    bar = progress_bar(grid + len(set(iterations)) + timed, "fair comparison", enabled=progress, unit="run")
+    baseline_runs = 0
 
-    def ticking(fn: Callable[[T], Any], what: str) -> Callable[[T], Any]:
-        def run(arg: T) -> Any:
-            bar.set_postfix_str(f"{what} {arg}")
-            out = fn(arg)
-            bar.update()
-            return out
+    def run_baseline(arg: float) -> Any:
+        nonlocal baseline_runs
+        baseline_runs += 1
+        if baseline_runs > grid:  # interior_sweep extended the grid
+            bar.total += 1
+        bar.set_postfix_str(f"baseline step {arg:g}")
+        out = baseline(arg)
+        bar.update()
+        return out
 
-        return run
+    def run_jiio(k: int) -> Any:
+        bar.set_postfix_str(f"JIIO iterations {k}")
+        out = jiio(k)
+        bar.update()
+        return out
 
     try:
         if reference is None:
-            run_baseline = ticking(baseline, "baseline step")
             best, sweep = interior_sweep(lambda a: score(run_baseline(a)), step_sizes)
         else:
             best, sweep = reference
-        run_jiio = ticking(jiio, "JIIO iterations")
         scores = {k: float(score(run_jiio(k))) for k in sorted(set(iterations))}
+        target = sweep[best]
+        k_star = first_stable_k(scores, target)
+        out: dict[str, Any] = {
+            "baseline_step_size": best,
+            "baseline_sweep": {f"{k:g}": v for k, v in sweep.items()},
+            "baseline_loss": target,
+            "jiio_scores": {str(k): v for k, v in scores.items()},
+            "jiio_iterations_to_baseline_loss": k_star,
+            "reference": (best, sweep),
+        }
+        if k_star is not None and time_it:
+            bar.set_postfix_str(f"timing baseline vs JIIO-{k_star}")
+            ratio = paired_ratio(lambda: baseline(best), lambda: jiio(k_star), repeats=repeats,
+                                 on_pair=bar.update)
+            out.update({"jiio_loss": scores[k_star], **ratio.as_dict()})
+        else:
+            bar.total = bar.n  # no timing: done
     finally:
         bar.close()
-    target = sweep[best]
-    k_star = first_stable_k(scores, target)
-    out: dict[str, Any] = {
-        "baseline_step_size": best,
-        "baseline_sweep": {f"{k:g}": v for k, v in sweep.items()},
-        "baseline_loss": target,
-        "jiio_scores": {str(k): v for k, v in scores.items()},
-        "jiio_iterations_to_baseline_loss": k_star,
-        "reference": (best, sweep),
-    }
-    if k_star is not None and time_it:
-        ratio = paired_ratio(lambda: baseline(best), lambda: jiio(k_star), repeats=repeats)
-        out.update({"jiio_loss": scores[k_star], **ratio.as_dict()})
     return out
+

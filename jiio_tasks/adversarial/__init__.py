@@ -2,7 +2,8 @@
 
 :func:`jiio_attack` optimises the perturbation ``δ`` jointly with the equilibrium (JIIO);
 :func:`pgd_attack` is the projected-gradient baseline on the same DEQ; :mod:`.train` trains
-clean / PGD / JIIO models and :mod:`.evaluate` fills the robust-accuracy grid (Table 5).
+clean / PGD / JIIO models and :mod:`.evaluate` fills the robust-accuracy grid (Table 5) on the
+held-out digits of :mod:`.splits`.
 """
 
 from jiio_tasks.adversarial.attacks import (

@@ -35,7 +35,7 @@ def _eval(args: argparse.Namespace) -> int:
     from jiio_tasks.adversarial.evaluate import evaluate_runs, markdown
 
     payload = evaluate_runs(args.runs, args.out, size=args.size, pgd_steps=args.pgd_steps,
-                            jiio_iterations=args.jiio_iterations, eps=args.eps)
+                            jiio_iterations=args.jiio_iterations, eps=args.eps, progress=not args.no_progress)
     print(markdown(payload["table"], payload["eps"]), end="")
     return 0
 
@@ -44,7 +44,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from jiio_tasks.adversarial.evaluate import bench, bench_summary, load_run
-    from jiio_tasks.adversarial.train import eval_subset, fit_images, load_split
+    from jiio_tasks.adversarial.splits import held_out_digits
     from jiio_zoo.registry import load
 
     if args.threads is not None:
@@ -57,8 +57,7 @@ def _bench(args: argparse.Namespace) -> int:
         model = load(args.config, pretrained=False)
         cfg = {"data": "embedded", "data_root": None, "eps": model.config.solver.epsilon}
     eps = float(args.eps if args.eps is not None else cfg["eps"])
-    x, y = load_split(cfg["data"], "test", cfg.get("data_root"))
-    x, y = eval_subset(fit_images(x, model), y, args.size)
+    x, y = held_out_digits(model, args.size, data=cfg["data"], data_root=cfg.get("data_root"))
     kwargs: dict[str, Any] = {}
     if args.pgd_grid is not None:
         kwargs["pgd_grid"] = tuple(args.pgd_grid)
@@ -69,6 +68,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_NO_PROGRESS = "hide progress bars (stderr)"
 _CONFIG_HELP = "zoo config name or path to a .json config file (see `jiio config --help`; default: %(default)s)"
 
 
@@ -116,7 +116,7 @@ def register(commands: Any) -> None:
     p.add_argument("--init", default=None,
                    help="start a new run from this jiio_zoo checkpoint's weights (ignored when resuming; "
                    "default: a fresh initialisation)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     p.set_defaults(handler=_train)
 
     e = commands.eval.add_parser("adversarial", help="robust-accuracy grid (Table 5) of trained runs")
@@ -129,6 +129,7 @@ def register(commands: Any) -> None:
                    help="iterations of the JIIO attack (default: %(default)s)")
     e.add_argument("--eps", type=float, default=None,
                    help="L2 attack radius on [0, 1] pixels (default: each run's training eps)")
+    e.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     e.set_defaults(handler=_eval)
 
     b = commands.bench.add_parser(
@@ -146,7 +147,9 @@ def register(commands: Any) -> None:
     b.add_argument("--eps", type=float, default=None,
                    help="L2 attack radius on [0, 1] pixels (default: the run's training eps, or the "
                    "config's solver epsilon)")
-    b.add_argument("--size", type=int, default=100, help="test images in the attacked batch (default: %(default)s)")
+    b.add_argument("--size", type=int, default=100,
+                   help="held-out test images in the attacked batch: the first of the fixed subset that "
+                   "`jiio eval adversarial` uses (default: %(default)s)")
     b.add_argument("--pgd-steps", type=int, default=20,
                    help="N of the reference PGD-N: its best success (over step sizes) is the target "
                    "(default: %(default)s)")
@@ -160,6 +163,6 @@ def register(commands: Any) -> None:
                    help="interleaved timed pairs (PGD, JIIO) after one warm-up pair (default: %(default)s)")
     b.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own choice)")
-    b.add_argument("--no-progress", action="store_true", help="hide the progress bar (stderr)")
+    b.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
     b.add_argument("--out", required=True, help="directory for bench.json and attack_loss_vs_time.png")
     b.set_defaults(handler=_bench)

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm  # type: ignore[import-untyped]
 
-from jiio_core.baselines import DEQSolver
+from jiio_core.deq import DEQSolver
 from jiio_tasks.adversarial.attacks import JIIOAttack, PGDAttack, default_deq, deq_logits, evaluating
-from jiio_tasks.adversarial.train import METHODS, eval_subset, fit_images, load_split, robust_accuracies
+from jiio_tasks.adversarial.splits import held_out_digits
+from jiio_tasks.adversarial.train import METHODS, accuracy
+from jiio_tasks.progress import progress_bar
 from jiio_tasks.runs import RunDir
 from jiio_tasks.speed import PairedRatio, cpu_seconds, first_stable_k, interior_sweep, paired_ratio
 from jiio_zoo.checkpoint import load_model
@@ -65,21 +66,57 @@ def markdown(grid: dict[str, dict[str, dict[str, float]]], eps: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+EVAL_BATCH = 100
+"""Images attacked at a time by :func:`evaluate_runs` (as by ``train.robust_accuracies``)."""
+
+
+def _robust_accuracies(model: ZooModel, images: Tensor, labels: Tensor, eps: float, *, pgd_steps: int = 20,
+                       jiio_iterations: int = 40, seed: int = 0, progress: Any = None) -> dict[str, float]:
+    """Clean, PGD-``pgd_steps`` and JIIO-``jiio_iterations`` accuracy (fractions; the columns of
+    Table 5), the same numbers as :func:`jiio_tasks.adversarial.train.robust_accuracies`, computed
+    :data:`EVAL_BATCH` images at a time so that ``progress`` (a bar of
+    :func:`jiio_tasks.progress.progress_bar`, or ``None``) ticks once per batch and attack."""
+    g = torch.Generator().manual_seed(seed)
+    attacks: dict[str, JIIOAttack | PGDAttack | None] = {
+        "clean": None, "pgd": PGDAttack(eps, steps=pgd_steps), "jiio": JIIOAttack(eps, iterations=jiio_iterations)}
+    out: dict[str, float] = {}
+    for column, attack in attacks.items():
+        correct = 0
+        for start in range(0, len(labels), EVAL_BATCH):
+            x, y = images[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
+            gen = g if column == "pgd" else None
+            correct += round(accuracy(model, x, y, attack, batch=EVAL_BATCH, generator=gen) * len(y))
+            if progress is not None:
+                progress.set_postfix_str(column)
+                progress.update()
+        out[column] = correct / max(1, len(labels))
+    return out
+
+
 def evaluate_runs(runs: Sequence[str], out: str | Path, size: int = 500, pgd_steps: int = 20,
-                  jiio_iterations: int = 40, eps: float | None = None) -> dict[str, Any]:
-    """Evaluate every run on a fixed random subset of ``size`` test images; write ``robust.json`` and
-    ``robust.md`` under ``out``."""
+                  jiio_iterations: int = 40, eps: float | None = None, *,
+                  progress: bool = False) -> dict[str, Any]:
+    """Evaluate every run on the fixed held-out subset of ``size`` test images
+    (:func:`jiio_tasks.adversarial.splits.held_out_digits`); write ``robust.json`` and
+    ``robust.md`` under ``out``. ``progress`` shows a bar on stderr (one tick per batch of
+    :data:`EVAL_BATCH` images, attack and run)."""
     results: list[dict[str, Any]] = []
     used_eps = 0.0
+    loaded = []  # every run and its data first: a missing run or data root fails before any work
     for path in runs:
         model, cfg = load_run(path)
-        e = float(eps if eps is not None else cfg["eps"])
-        used_eps = e
-        x, y = load_split(cfg["data"], "test", cfg.get("data_root"))
-        x, y = eval_subset(fit_images(x, model), y, size)
-        acc = robust_accuracies(model, x, y, e, pgd_steps=pgd_steps, jiio_iterations=jiio_iterations)
-        results.append({"run": str(path), "method": cfg["method"], "seed": cfg["seed"],
-                        **{k: 100.0 * v for k, v in acc.items()}})
+        x, y = held_out_digits(model, size, data=cfg["data"], data_root=cfg.get("data_root"))
+        loaded.append((path, model, cfg, x, y))
+    total = sum(len(COLUMNS) * math.ceil(len(y) / EVAL_BATCH) for *_, y in loaded)
+    with progress_bar(total, "eval adversarial", enabled=progress, unit="batch") as bar:
+        for path, model, cfg, x, y in loaded:
+            e = float(eps if eps is not None else cfg["eps"])
+            used_eps = e
+            bar.set_description(f"eval adversarial {Path(path).name}")
+            acc = _robust_accuracies(model, x, y, e, pgd_steps=pgd_steps, jiio_iterations=jiio_iterations,
+                                     progress=bar)
+            results.append({"run": str(path), "method": cfg["method"], "seed": cfg["seed"],
+                            **{k: 100.0 * v for k, v in acc.items()}})
     grid = table(results)
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
@@ -199,7 +236,9 @@ def bench(
       (config's solver, median CPU time of ``repeats`` solves).
 
     The per-setting CPU times in ``pgd_sweep`` / ``jiio_sweep`` (the PNG's x axis) are single
-    runs; only the paired timing gives the ratio. ``progress`` shows a tqdm bar on stderr.
+    runs; only the paired timing gives the ratio. ``progress`` shows a bar on stderr
+    (:func:`jiio_tasks.progress.progress_bar`) with one tick per attack run (its total grows when
+    a step-size sweep is extended) and per timed pair or forward solve.
     """
     _check_bench_args(images, labels, eps, pgd_steps, rel_step_factors, repeats, warmup)
     ks = sorted(set(_int_grid("pgd_grid", pgd_grid)) | {pgd_steps})
@@ -210,22 +249,27 @@ def bench(
     deq = default_deq(model)
     scorer = tight_deq(model)
     clean = attack_score(model, images, labels, scorer)
-    bar = tqdm(total=len(ks) + len(jks) + 1, disable=not progress, desc="bench adversarial", unit="setting")
+    planned = sum(len({float(f * 2.5 / k) for f in rel_step_factors}) for k in ks)
+    timing = 2 * (warmup + repeats)  # the PGD/JIIO pairs (or PGD alone), then the forward solves
+    bar = progress_bar(planned + len(jks) + timing, "bench adversarial", enabled=progress, unit="run")
 
     def pgd_sweep(k: int) -> dict[str, Any]:
         tried: dict[float, dict[str, Any]] = {}
+        grid = len({float(f * 2.5 / k) for f in rel_step_factors})
 
         def objective(rel: float) -> float:
+            if len(tried) >= grid:  # interior_sweep extends the step-size grid
+                bar.total += 1
             attack = PGDAttack(eps, steps=k, rel_step=rel)
             secs, adv = cpu_seconds(lambda: attack.perturb(model, images, labels, deq))
             s = attack_score(model, adv, labels, scorer)
             tried[rel] = {"rel_step": rel, "step_size": attack.step_size, "cpu_seconds": secs, **s}
             bar.set_postfix_str(f"PGD-{k} rel_step {rel:.3g}: success {s['success']:.3f}")
+            bar.update(1)
             return sweep_objective(s["success"], s["ce"], batch)
 
         best, _ = interior_sweep(objective, [f * 2.5 / k for f in rel_step_factors])
         rels = sorted(tried)
-        bar.update(1)
         return {"steps": k, **tried[best], "interior": rels[0] < best < rels[-1],
                 "tried": [tried[r] for r in rels]}
 
@@ -244,7 +288,7 @@ def bench(
         bar.update(1)
     k_star = first_stable_k({r["iterations"]: -r["success"] for r in jiio_rows}, -target)
 
-    bar.set_postfix_str("timing")
+    bar.set_postfix_str("timing PGD vs JIIO" if k_star is not None else "timing PGD")
     pgd_attack = PGDAttack(eps, steps=base["steps"], rel_step=base["rel_step"])
 
     def pgd_run() -> Tensor:
@@ -258,16 +302,24 @@ def bench(
     if k_star is not None:
         jiio_attack = JIIOAttack(eps, iterations=k_star)
         ratio = paired_ratio(pgd_run, lambda: jiio_attack.perturb(model, images, labels),
-                             repeats=repeats, warmup=warmup)
+                             repeats=repeats, warmup=warmup, on_pair=bar.update)
         pgd_times = list(ratio.baseline_seconds)
     else:
         for _ in range(warmup):
             pgd_run()
-        pgd_times = [cpu_seconds(pgd_run)[0] for _ in range(repeats)]
+            bar.update(1)
+        pgd_times = []
+        for _ in range(repeats):
+            pgd_times.append(cpu_seconds(pgd_run)[0])
+            bar.update(1)
+    bar.set_postfix_str("timing the forward solve")
     for _ in range(warmup):
         forward_run()
-    fwd_times = [cpu_seconds(forward_run)[0] for _ in range(repeats)]
-    bar.update(1)
+        bar.update(1)
+    fwd_times = []
+    for _ in range(repeats):
+        fwd_times.append(cpu_seconds(forward_run)[0])
+        bar.update(1)
     bar.close()
 
     fwd = statistics.median(fwd_times)

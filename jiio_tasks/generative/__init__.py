@@ -14,6 +14,7 @@
 - :mod:`~jiio_tasks.generative.vae`, :mod:`~jiio_tasks.generative.mdeq_vae`: the ConvVAE and
   MDEQ-VAE baselines.
 - :mod:`~jiio_tasks.generative.table`: the Table-1-shaped comparison.
+- :mod:`~jiio_tasks.generative.splits`: the held-out and training faces every command uses.
 - :mod:`~jiio_tasks.generative.cli`: ``jiio train|eval|sample generative|inverse``,
   ``jiio train vae|mdeq-vae|features``, ``jiio eval vae|table1``.
 """

@@ -14,6 +14,8 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from jiio_tasks.progress import progress_bar
+
 __all__ = ["GaussianMixture", "LatentVAE", "fit_gmm", "fit_latent_vae"]
 
 
@@ -166,10 +168,11 @@ def fit_latent_vae(
     learning_rate: float = 1e-2,
     batch_size: int = 256,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[LatentVAE, float]:
     """Fit a :class:`LatentVAE` to ``x (N, d)`` by Adam on the negative ELBO (minibatches of
     ``batch_size`` drawn with replacement, seeded; cosine learning-rate decay); returns the model and its final mean ``−ELBO`` per sample on ``x``
-    (in nats, standardised data)."""
+    (in nats, standardised data). ``progress`` shows the steps on stderr."""
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"x must be (N >= 2, d), got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -186,6 +189,7 @@ def fit_latent_vae(
         xs = (data - vae.shift) / vae.scale
         opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        bar = progress_bar(steps, "latent VAE", enabled=progress, unit="step")
         for _ in range(steps):
             idx = torch.randint(0, xs.shape[0], (batch_size,), generator=gen).to(xs.device)
             loss = vae.negative_elbo(xs[idx]).mean()
@@ -193,6 +197,8 @@ def fit_latent_vae(
             loss.backward()
             opt.step()
             sched.step()
+            bar.update()
+        bar.close()
         with torch.no_grad():
             final = float(vae.negative_elbo(xs).mean())
     vae.eval()

@@ -32,6 +32,7 @@ from jiio_tasks.generative.frechet import frechet_distance, gaussian_stats
 from jiio_tasks.generative.objectives import MeasurementObjective
 from jiio_tasks.generative.operators import CORRUPTIONS, Measurement, corruption, mse, psnr
 from jiio_tasks.generative.problem import jiio_problem
+from jiio_tasks.progress import progress_bar
 from jiio_tasks.runs import RunDir
 from jiio_tasks.speed import compare, cpu_seconds
 from jiio_zoo.configs import MDEQConfig
@@ -86,37 +87,48 @@ def infer(
     iterations: int | None = None,
     chunk: int = 16,
     x0: Tensor | None = None,
+    progress: bool = False,
+    desc: str = "JIIO inversion",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """JIIO latents for model-range observations: returns ``(x*, h(z*(x*)), ℓ*)`` (no grad),
     the image and loss at the DEQ equilibrium of the returned latents (re-solved to 1e-5).
-    ``x0`` (``(B, *x_shape)``, default zeros) is the starting latent, e.g. an encoder's mean."""
+    ``x0`` (``(B, *x_shape)``, default zeros) is the starting latent, e.g. an encoder's mean.
+    ``progress`` shows a bar (stderr, labelled ``desc``) over the chunks of ``chunk`` images."""
     if x0 is not None and x0.shape != (observed.shape[0], *model.x_shape):
         raise ValueError(
             f"x0 must have shape {(observed.shape[0], *model.x_shape)}, got {tuple(x0.shape)}"
         )
-    objective = MeasurementObjective(model.head, operator)
+    objective = MeasurementObjective(model.head)
     problem = jiio_problem(model, objective, iterations=iterations)
     xs, outs, losses = [], [], []
     model.eval()
+    bar = progress_bar(math.ceil(observed.shape[0] / chunk), desc, enabled=progress, unit="chunk")
     with torch.no_grad():
         for start in range(0, observed.shape[0], chunk):
             part = observed[start : start + chunk]
-            if operator is not None:
-                objective.operator = operator.select(start, start + chunk)
-            sol = problem.solve(part, None if x0 is None else x0[start : start + chunk].to(part.dtype))
+            op = None if operator is None else operator.select(start, start + chunk)
+            sol = problem.solve(part, None if x0 is None else x0[start : start + chunk].to(part.dtype), context=op)
             # scored at the equilibrium of the returned latents, not at the joint iterate
-            eq = problem.equilibrium(part, sol.x, tol=1e-5, z0=sol.z)
+            eq = problem.equilibrium(part, sol.x, context=op, tol=1e-5, z0=sol.z)
             xs.append(sol.x)
             outs.append(model.decode(eq.z))
             losses.append(eq.loss)
+            bar.update()
+    bar.close()
     return torch.cat(xs), torch.cat(outs), torch.cat(losses)
 
 
-def decode_latents(model: ZooModel, x: Tensor, *, chunk: int = 64) -> Tensor:
-    """``h(z*(x))`` by a forward DEQ solve (model range), ``chunk`` latents at a time."""
+def decode_latents(model: ZooModel, x: Tensor, *, chunk: int = 64, progress: bool = False) -> Tensor:
+    """``h(z*(x))`` by a forward DEQ solve (model range), ``chunk`` latents at a time
+    (``progress``: a bar on stderr over the chunks)."""
     deq = deq_solver(model, max_iter=4 * model.config.solver.forward_threshold, tol=1e-5)
-    with torch.no_grad():
-        return torch.cat([model.decode(deq.solve(model.layer, part).z) for part in x.split(chunk)])
+    parts = x.split(chunk)
+    out = []
+    with torch.no_grad(), progress_bar(len(parts), "decoding latents", enabled=progress, unit="chunk") as bar:
+        for part in parts:
+            out.append(model.decode(deq.solve(model.layer, part).z))
+            bar.update()
+    return torch.cat(out)
 
 
 def _running_best(trace: Tensor) -> Tensor:
@@ -245,10 +257,12 @@ def evaluate_generative(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Held-out reconstruction MSE/PSNR by JIIO (``iterations``), a reconstruction grid, and
-    the JIIO vs Adam inversion benchmark with its plot; written to ``out/metrics.json``."""
+    the JIIO vs Adam inversion benchmark with its plot; written to ``out/metrics.json``.
+    ``progress`` shows bars on stderr: the reconstruction's chunks, then the benchmark's runs."""
     act = _activation(model)
     t0 = time.perf_counter()
-    _, recon, _ = infer(model, to_model(images, act), iterations=iterations)
+    _, recon, _ = infer(model, to_model(images, act), iterations=iterations, progress=progress,
+                        desc="JIIO reconstruction")
     seconds = time.perf_counter() - t0
     recon01 = from_model(recon, act).clamp(0, 1)
     err = mse(recon01, images)
@@ -282,10 +296,12 @@ def evaluate_inverse(
     tasks: tuple[str, ...] = CORRUPTIONS,
     iterations: int = 100,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Median PSNR (data range [0, 1]) of each task: the corrupted observation itself, the
     unsupervised JIIO inversion with ``model`` (eq. 22) and, for tasks in ``supervised``, the
-    supervised JIIO model (eq. 24). Corruptions are seeded (``seed``), the same for all rows."""
+    supervised JIIO model (eq. 24). Corruptions are seeded (``seed``), the same for all rows.
+    ``progress`` shows a bar on stderr per inversion (task and row)."""
     supervised = supervised or {}
     table: dict[str, dict[str, float]] = {}
     grids: list[Tensor] = []
@@ -298,7 +314,8 @@ def evaluate_inverse(
             act = _activation(m)
             y = to_model(images, act)
             op, observed = corruption(task, 2.0 if act == "tanh" else 1.0)(y, torch.Generator().manual_seed(seed))
-            _, recon, _ = infer(m, observed, op, iterations=iterations)
+            _, recon, _ = infer(m, observed, op, iterations=iterations, progress=progress,
+                                desc=f"{task}, {label}")
             recon01 = from_model(recon, act).clamp(0, 1)
             row[label] = float(psnr(recon01, images).median())
             if label == "unsupervised":
@@ -320,16 +337,18 @@ def evaluate_inverse(
     return result
 
 
-def fit_density(x: Tensor, density: str, *, components: int = 5, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def fit_density(x: Tensor, density: str, *, components: int = 5, seed: int = 0,
+                progress: bool = False) -> tuple[Any, dict[str, Any]]:
     """A post-hoc density on latents ``x (N, d)``: ``"gmm"`` (``components`` full-covariance
     Gaussians, EM) or ``"vae"`` (:class:`~jiio_tasks.generative.density.LatentVAE`). Returns the
-    density (it has ``sample(n, generator)``) and a summary for the metrics file."""
+    density (it has ``sample(n, generator)``) and a summary for the metrics file. ``progress``
+    shows the VAE's training steps on stderr (the mixture's EM takes well under a second)."""
     if density == "gmm":
         gmm = fit_gmm(x.double(), components, reg=1e-4, generator=torch.Generator().manual_seed(seed))
         return gmm, {"density": "gmm", "components": components,
                      "gmm_mean_log_likelihood": gmm.log_likelihood, "gmm_iterations": gmm.iterations}
     if density == "vae":
-        vae, nelbo = fit_latent_vae(x, seed=seed)
+        vae, nelbo = fit_latent_vae(x, seed=seed, progress=progress)
         return vae, {"density": "vae", "latent_vae_latent_dim": vae.latent_dim,
                      "latent_vae_negative_elbo_standardised": nelbo}
     raise ValueError(f"density must be 'gmm' or 'vae', got {density!r}")
@@ -347,18 +366,21 @@ def sample_generative(
     density: str = "gmm",
     features: FeatureSpace | None = None,
     frechet_samples: int = 200,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Infer the training latents with JIIO, fit a post-hoc density (``"gmm"`` with
     ``components`` Gaussians, or ``"vae"``), draw latents and decode them; a grid of ``count``
     samples goes to ``out/samples.png``. With ``features``, also the Fréchet distance between
-    ``frechet_samples`` samples and ``train_images`` in that feature space."""
+    ``frechet_samples`` samples and ``train_images`` in that feature space. ``progress`` shows
+    a bar on stderr for each stage (inference, density fit, decoding, features)."""
     act = _activation(model)
-    x, _, _ = infer(model, to_model(train_images, act), iterations=iterations)
-    dens, summary = fit_density(x, density, components=components, seed=seed)
+    x, _, _ = infer(model, to_model(train_images, act), iterations=iterations, progress=progress,
+                    desc="JIIO latents of the training images")
+    dens, summary = fit_density(x, density, components=components, seed=seed, progress=progress)
     gen = torch.Generator().manual_seed(seed)
     n = max(count, frechet_samples if features is not None else 0)
     z = dens.sample(n, gen).to(x.dtype)
-    samples = from_model(decode_latents(model, z), act).clamp(0, 1)
+    samples = from_model(decode_latents(model, z, progress=progress), act).clamp(0, 1)
     nrow = max(1, math.ceil(math.sqrt(count)))
     rows = [samples[i : min(i + nrow, count)] for i in range(0, count, nrow)]
     out.mkdir(parents=True, exist_ok=True)
@@ -366,13 +388,22 @@ def sample_generative(
     path = save_grid(rows, out / "samples.png", f"{count} samples, {what} on JIIO latents")
     result: dict[str, Any] = {"latents": int(x.shape[0]), **summary, "samples_png": str(path)}
     if features is not None:
-        result["frechet_samples_vs_train"] = image_frechet(features, samples[:frechet_samples], train_images)
+        result["frechet_samples_vs_train"] = image_frechet(features, samples[:frechet_samples], train_images,
+                                                           progress=progress)
         result["frechet_sample_count"] = int(min(frechet_samples, samples.shape[0]))
         result.update(features.describe())
     RunDir(out).update(sampling=result)
     return result
 
 
-def image_frechet(features: FeatureSpace, images: Tensor, reference: Tensor) -> float:
-    """Fréchet distance between the feature Gaussians of two [0, 1] image sets."""
-    return frechet_distance(gaussian_stats(features.features(images)), gaussian_stats(features.features(reference)))
+def image_frechet(features: FeatureSpace, images: Tensor, reference: Tensor, *, progress: bool = False) -> float:
+    """Fréchet distance between the feature Gaussians of two [0, 1] image sets (``progress``:
+    a bar on stderr over the feature space's batches, :attr:`FeatureSpace.batch`)."""
+    parts = [*images.split(features.batch), *reference.split(features.batch)]
+    feats = []
+    with progress_bar(len(parts), "Fréchet features", enabled=progress, unit="batch") as bar:
+        for part in parts:
+            feats.append(features.features(part))
+            bar.update()
+    n = -(-images.shape[0] // features.batch)  # the batches of `images`
+    return frechet_distance(gaussian_stats(torch.cat(feats[:n])), gaussian_stats(torch.cat(feats[n:])))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jiio_tasks.data.faces import resize
+from jiio_tasks.progress import progress_bar
 from jiio_tasks.runs import atomic_torch_save
 
 __all__ = [
@@ -64,7 +65,12 @@ def _check_images(images: Tensor) -> None:
 
 
 class FeatureSpace(ABC):
-    """Maps ``(N, C, H, W)`` images in [0, 1] to ``(N, d)`` features (no grad, float32)."""
+    """Maps ``(N, C, H, W)`` images in [0, 1] to ``(N, d)`` features (no grad, float32).
+
+    ``batch``: how many images :meth:`features` processes at a time; a caller that splits a
+    large set into calls of this size gets the same numbers (and can report progress)."""
+
+    batch: int = 256
 
     @abstractmethod
     def features(self, images: Tensor) -> Tensor: ...
@@ -152,7 +158,7 @@ class RotationFeatures(FeatureSpace):
 
     def features(self, images: Tensor) -> Tensor:
         with torch.no_grad():
-            return torch.cat([self.net.embedding(_to_grey32(part)) for part in images.split(256)])
+            return torch.cat([self.net.embedding(_to_grey32(part)) for part in images.split(self.batch)])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -229,12 +235,13 @@ def train_rotation_net(
     dim: int = 32,
     seed: int = 0,
     command: str = "",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train a :class:`RotationNet` on batches from ``train_images`` (an object with
     ``batch(n)`` returning augmented ``(n, 1, H, W)`` [0, 1] images, e.g. an
     :class:`~jiio_tasks.generative.data.ImageSource`); Adam with a cosine learning-rate decay.
     Reports the rotation accuracy on all four rotations of ``test_images`` and writes the
-    weights file ``out`` (atomically)."""
+    weights file ``out`` (atomically). ``progress`` shows the steps on stderr."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
     torch.manual_seed(seed)
@@ -244,6 +251,7 @@ def train_rotation_net(
     t0 = time.perf_counter()
     net.train()
     loss = torch.zeros(())
+    bar = progress_bar(steps, "train features", enabled=progress, unit="step")
     for _ in range(steps):
         x, k = rotate_batch(_to_grey32(train_images.batch(batch_size)))
         loss = F.cross_entropy(net(x), k)
@@ -251,6 +259,8 @@ def train_rotation_net(
         loss.backward()
         opt.step()
         sched.step()
+        bar.update()
+    bar.close()
     net.eval()
     with torch.no_grad():
         x = _to_grey32(test_images)

@@ -48,15 +48,15 @@ __all__ = ["format_table", "generative_table"]
 
 
 def _row(name: str, images: Tensor, recon: Tensor | None, samples: Tensor | None, train: Tensor,
-         features: FeatureSpace, seconds: float, sampler: str) -> dict[str, Any]:
+         features: FeatureSpace, seconds: float, sampler: str, progress: bool = False) -> dict[str, Any]:
     row: dict[str, Any] = {"row": name, "sampler": sampler, "seconds": seconds}
     if recon is not None:
         row["psnr_mean"] = float(psnr(recon, images).mean())
         row["psnr_median"] = float(psnr(recon, images).median())
         row["mse_mean"] = float(mse(recon, images).mean())
-        row["frechet_reconstructions"] = image_frechet(features, recon, images)
+        row["frechet_reconstructions"] = image_frechet(features, recon, images, progress=progress)
     if samples is not None:
-        row["frechet_samples"] = image_frechet(features, samples, train)
+        row["frechet_samples"] = image_frechet(features, samples, train, progress=progress)
     return row
 
 
@@ -91,9 +91,11 @@ def generative_table(
     components: int = 5,
     latent_vae: bool = True,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Compute the rows described in the module docstring; writes ``out/table.md``,
-    ``out/reconstructions.png``, ``out/samples.png`` and ``out/metrics.json``."""
+    ``out/reconstructions.png``, ``out/samples.png`` and ``out/metrics.json``. ``progress``
+    shows a bar on stderr for each stage (inversions, density fits, decoding, features)."""
     if samples < 2:
         raise ValueError(f"samples must be >= 2 (a covariance needs two), got {samples!r}")
     rows: list[dict[str, Any]] = []
@@ -105,20 +107,23 @@ def generative_table(
     if jiio is not None:
         act = _activation(jiio)
         t0 = time.perf_counter()
-        _, recon, _ = infer(jiio, to_model(test_images, act), iterations=iterations)
+        _, recon, _ = infer(jiio, to_model(test_images, act), iterations=iterations, progress=progress,
+                            desc="JIIO reconstruction")
         recon01 = from_model(recon, act).clamp(0, 1)
         t_rec = time.perf_counter() - t0
-        x_train, _, _ = infer(jiio, to_model(train_images, act), iterations=iterations)
+        x_train, _, _ = infer(jiio, to_model(train_images, act), iterations=iterations, progress=progress,
+                              desc="JIIO latents of the training images")
         for density in ("gmm", "vae") if latent_vae else ("gmm",):
             t0 = time.perf_counter()
-            dens, summary = fit_density(x_train, density, components=components, seed=seed)
+            dens, summary = fit_density(x_train, density, components=components, seed=seed,
+                                        progress=progress)
             z = dens.sample(samples, torch.Generator().manual_seed(seed)).to(x_train.dtype)
-            drawn = from_model(decode_latents(jiio, z), act).clamp(0, 1)
+            drawn = from_model(decode_latents(jiio, z, progress=progress), act).clamp(0, 1)
             name = "JIIO-trained decoder" if density == "gmm" else "JIIO-trained decoder (latent-VAE samples)"
             sampler = (f"GMM({components}) on JIIO latents" if density == "gmm"
                        else f"MLP VAE (k = {summary['latent_vae_latent_dim']}) on JIIO latents")
             rows.append(_row(name, test_images, recon01, drawn, train_images, features,
-                             t_rec + time.perf_counter() - t0, sampler))
+                             t_rec + time.perf_counter() - t0, sampler, progress))
             sample_grid.append(drawn[:n_show])
             sample_names.append(sampler)
         recon_grid.append(recon01[:n_show])
@@ -132,7 +137,7 @@ def generative_table(
                                 generator=torch.Generator().manual_seed(seed)).to(recon01.device)
             drawn = conv_vae.decode(prior).clamp(0, 1)
         rows.append(_row("ConvVAE", test_images, recon01, drawn, train_images, features,
-                         time.perf_counter() - t0, "N(0, I) prior"))
+                         time.perf_counter() - t0, "N(0, I) prior", progress))
         recon_grid.append(recon01[:n_show])
         recon_names.append("ConvVAE")
         sample_grid.append(drawn[:n_show])
@@ -144,24 +149,25 @@ def generative_table(
         t0 = time.perf_counter()
         with torch.no_grad():
             mu, _ = mdeq_vae.encode(test_images)
-            recon01 = from_model(decode_latents(dec, mu), act).clamp(0, 1)
+            recon01 = from_model(decode_latents(dec, mu, progress=progress), act).clamp(0, 1)
             prior = torch.randn(samples, mu.shape[1], generator=torch.Generator().manual_seed(seed)).to(mu.device)
-            drawn = from_model(decode_latents(dec, prior), act).clamp(0, 1)
+            drawn = from_model(decode_latents(dec, prior, progress=progress), act).clamp(0, 1)
         rows.append(_row("MDEQ-VAE", test_images, recon01, drawn, train_images, features,
-                         time.perf_counter() - t0, "N(0, I) prior"))
+                         time.perf_counter() - t0, "N(0, I) prior", progress))
         recon_grid.append(recon01[:n_show])
         recon_names.append("MDEQ-VAE")
         sample_grid.append(drawn[:n_show])
         sample_names.append("MDEQ-VAE")
         t0 = time.perf_counter()
-        _, recon, _ = infer(dec, to_model(test_images, act), iterations=iterations, x0=mu)
+        _, recon, _ = infer(dec, to_model(test_images, act), iterations=iterations, x0=mu, progress=progress,
+                            desc="JIIO from the MDEQ-VAE's encoder")
         recon01 = from_model(recon, act).clamp(0, 1)
         rows.append(_row("MDEQ-VAE + test-time JIIO", test_images, recon01, None, train_images, features,
-                         time.perf_counter() - t0, "–"))
+                         time.perf_counter() - t0, "–", progress))
         recon_grid.append(recon01[:n_show])
         recon_names.append("MDEQ-VAE + JIIO")
     rows.append({"row": "reference: held-out faces vs training faces", "sampler": "real images",
-                 "frechet_samples": image_frechet(features, test_images, train_images)})
+                 "frechet_samples": image_frechet(features, test_images, train_images, progress=progress)})
     described = features.describe()
     md = format_table(rows, described["feature_space"])
     out.mkdir(parents=True, exist_ok=True)

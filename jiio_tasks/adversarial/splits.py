@@ -1,0 +1,108 @@
+"""The digit splits of the adversarial family, in one place: what the classifiers train on and
+the fixed held-out subset every robust accuracy is measured on.
+
+- **Training digits** (:func:`training_digits`): the whole *train* split (the 4,000 embedded
+  MNIST digits, or the MNIST / CIFAR-10 training set under ``data_root``), resized to the
+  model's input.
+- **Held-out digits** (:func:`held_out_digits`): a fixed random subset of ``size`` items of
+  the *test* split (1,000 embedded digits; the test splits are sorted by class, so the first
+  items would all be one class), the same for every run and every model: the permutation is
+  seeded (``seed`` 0) and depends only on the split's length. ``jiio eval adversarial``
+  (``--size``, default 500), ``jiio bench adversarial`` (``--size``, default 100) and the final
+  accuracies of ``jiio train adversarial`` (``--eval-size``, default 200) use it; a smaller
+  ``size`` gives a prefix of a larger one.
+
+The train and test splits are disjoint (the embedded digits are a fixed 4,000/1,000 split of
+distinct MNIST digits; MNIST and CIFAR-10 ship separate test sets).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jiio_zoo.configs import MDEQConfig
+from jiio_zoo.model import ZooModel
+
+__all__ = [
+    "eval_subset",
+    "fit_images",
+    "held_out_digits",
+    "held_out_indices",
+    "load_split",
+    "training_digits",
+]
+
+
+def fit_images(images: Tensor, model: ZooModel) -> Tensor:
+    """Images ``(N, C, H, W)`` in [0, 1] resized (area average) to the model's input size."""
+    m = model.config.model
+    if not isinstance(m, MDEQConfig):
+        raise TypeError("adversarial training needs an MDEQ image model")
+    if images.shape[1] != m.image_channels:
+        raise ValueError(f"model takes {m.image_channels} channels, data has {images.shape[1]}")
+    if images.shape[-1] != m.image_size or images.shape[-2] != m.image_size:
+        images = F.interpolate(images, size=(m.image_size, m.image_size), mode="area")
+    return images.clamp(0.0, 1.0)
+
+
+def load_split(data: str, split: Literal["train", "test"], root: str | None) -> tuple[Tensor, Tensor]:
+    """All images ``(N, C, H, W)`` in [0, 1] and labels of a split: ``data`` is ``"embedded"``
+    (no ``root``), ``"mnist"`` or ``"cifar10"`` (from the local ``root``)."""
+    if data == "embedded":
+        from jiio_tasks.data import EmbeddedDigits
+
+        ds = EmbeddedDigits(split)
+        return ds.images, ds.targets
+    if root is None:
+        raise ValueError(f"--data {data} needs --data-root")
+    from torch.utils.data import DataLoader
+
+    from jiio_tasks.data import cifar10, mnist
+
+    dset = mnist(root, split) if data == "mnist" else cifar10(root, split)
+    xs, ys = [], []
+    for x, y in DataLoader(dset, batch_size=1000):
+        xs.append(x)
+        ys.append(torch.as_tensor(y))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def held_out_indices(count: int, size: int, seed: int = 0) -> Tensor:
+    """Indices into a split of ``count`` items of its fixed random subset of ``size`` items
+    (all of them, permuted, when ``size >= count``): the first ``size`` of a permutation drawn
+    from a CPU generator seeded with ``seed``."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+def eval_subset(images: Tensor, labels: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A fixed random subset of ``size`` items (:func:`held_out_indices`; the test splits are
+    sorted by class, so the first items would all be of one class)."""
+    perm = held_out_indices(len(labels), size, seed)
+    return images[perm], labels[perm]
+
+
+def held_out_digits(
+    model: ZooModel,
+    size: int,
+    *,
+    data: str = "embedded",
+    data_root: str | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """The held-out images (resized to ``model``'s input, in [0, 1]) and labels every
+    adversarial evaluator uses: :func:`eval_subset` of the test split of ``data``. A run's
+    ``data`` and ``data_root`` are in its recorded config."""
+    images, labels = load_split(data, "test", data_root)
+    return eval_subset(fit_images(images, model), labels, size, seed)
+
+
+def training_digits(
+    model: ZooModel, *, data: str = "embedded", data_root: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """The whole training split of ``data``, resized to ``model``'s input, and its labels."""
+    images, labels = load_split(data, "train", data_root)
+    return fit_images(images, model), labels

@@ -1,0 +1,66 @@
+"""The task splits of the meta-learning family, in one place: the meta-training task stream and
+the fixed meta-test tasks every evaluator scores on.
+
+Both draw few-shot tasks (:func:`jiio_tasks.data.make_taskset`, every 90° rotation of a glyph a
+class of its own) from the embedded Hershey glyphs (:class:`jiio_tasks.data.EmbeddedGlyphs`),
+which are split **by class**: the meta-test tasks use only the 280 meta-test glyph classes, the
+training stream only the 839 meta-train classes, so no meta-test character is ever trained on.
+
+- **Meta-test tasks** (:func:`meta_test_tasks`): a fixed sequence of ``count`` tasks (task
+  ``i`` depends only on ``i`` and the task shape, never on the access order or the run's seed),
+  drawn from the test glyphs rendered with jitter seed :data:`META_TEST_JITTER_SEED` and tasks
+  seeded with :data:`META_TEST_SEED`. ``jiio eval meta`` (``--eval-tasks``, default 100) and
+  the final accuracy of ``jiio train meta`` use them.
+- **Meta-training tasks** (:func:`meta_train_tasks`): an unbounded stream over the train glyphs,
+  seeded by the run's seed (its position is saved with a run, so a resumed run continues it).
+"""
+
+from __future__ import annotations
+
+from jiio_tasks.data import EmbeddedGlyphs, TaskSet, make_taskset
+from jiio_zoo.configs import MDEQConfig, get_config
+
+__all__ = ["META_TEST_JITTER_SEED", "META_TEST_SEED", "glyph_size", "meta_test_tasks", "meta_train_tasks"]
+
+META_TEST_SEED = 12345
+"""Seed of the fixed meta-test tasks (which classes and items each task takes)."""
+
+META_TEST_JITTER_SEED = 1
+"""Seed of the jitter of the meta-test glyphs' renders (the training glyphs use 0)."""
+
+
+def glyph_size(config: str = "glyphs_meta_small") -> int:
+    """Side of the glyph images for a zoo config (or ``.json`` path): its MDEQ's
+    ``image_size``, else 28 (MAML's small CNN)."""
+    m = get_config(config).model
+    return m.image_size if isinstance(m, MDEQConfig) else 28
+
+
+def meta_test_tasks(
+    *,
+    config: str = "glyphs_meta_small",
+    ways: int = 5,
+    shots: int = 1,
+    query_shots: int = 2,
+    count: int = 100,
+) -> TaskSet:
+    """The fixed meta-test tasks every meta-learning evaluator uses: ``count`` ``ways``-way
+    tasks with ``shots`` support and ``query_shots`` query images per class, over the meta-test
+    glyph classes at the config's image size (:func:`glyph_size`). Indexing and iterating give
+    the same tasks on every call."""
+    glyphs = EmbeddedGlyphs("test", size=glyph_size(config), seed=META_TEST_JITTER_SEED)
+    return make_taskset(glyphs, ways, shots, query_shots, num_tasks=count, seed=META_TEST_SEED)
+
+
+def meta_train_tasks(
+    *,
+    config: str = "glyphs_meta_small",
+    ways: int = 5,
+    shots: int = 1,
+    query_shots: int = 2,
+    seed: int = 0,
+) -> TaskSet:
+    """The meta-training task stream (``sample()`` draws the next task): ``ways``-way tasks
+    over the meta-train glyph classes, seeded by ``seed``."""
+    glyphs = EmbeddedGlyphs("train", size=glyph_size(config))
+    return make_taskset(glyphs, ways, shots, query_shots, seed=seed)
