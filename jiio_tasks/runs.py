@@ -41,7 +41,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 
 STATE_FORMAT = "jiio-run-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: one layout for every family (jiio_tasks.loop)
 
 
 class RunError(RuntimeError):
@@ -125,7 +125,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 _LOCKS: dict[Path, FileLock] = {}
 
 #: settings that may differ when a run is resumed (budgets, not the training problem)
-RESUMABLE_CHANGES = frozenset({"steps", "max_minutes", "progress", "eval_size", "eval_tasks", "threads",
+RESUMABLE_CHANGES = frozenset({"steps", "max_minutes", "max_seconds", "progress", "eval_size", "eval_tasks", "threads",
                                "world_size", "init"})
 
 
@@ -147,14 +147,16 @@ class RunDir:
         self.root = Path(root)  # created by the first write, never by reading
 
     @classmethod
-    def existing(cls, root: str | os.PathLike[str]) -> RunDir:
+    def existing(cls, root: str | os.PathLike[str], *, flag: str | None = None) -> RunDir:
         """A run directory that must already hold a run (for evaluation): a clear
-        :class:`RunError` if it is missing or holds no state and no metrics."""
+        :class:`RunError` if it is missing or holds no state and no metrics; ``flag`` (e.g.
+        ``"--vae-run"``) names the option it came from in the message."""
         run = cls(root)
+        where = f"{flag} {run.root}" if flag else f"run directory {run.root}"
         if not run.root.is_dir():
-            raise RunError(f"run directory {run.root} does not exist")
+            raise RunError(f"{where} does not exist")
         if not run.state_path.exists() and not run.metrics_path.exists():
-            raise RunError(f"{run.root} holds no run (no state.pt or metrics.json)")
+            raise RunError(f"{where} holds no run (no state.pt or metrics.json)")
         return run
 
     @property
@@ -275,6 +277,17 @@ class RunDir:
         path = self.state_path
         if not path.exists():
             return 0, {}
+        payload = self._read_state()
+        self._load_modules(payload, modules)
+        for key, opt in (optimizers or {}).items():
+            if key not in payload["optimizers"]:
+                raise RunError(f"{path} holds no optimiser {key!r}")
+            opt.load_state_dict(payload["optimizers"][key])
+        _set_rng_state(payload["rng"])
+        return int(payload["step"]), dict(payload["extra"])
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.state_path
         try:
             # data only: a state.pt from someone else must not be able to run code here
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -296,6 +309,20 @@ class RunDir:
         bad = non_finite_tensors({"modules": payload.get("modules"), "optimizers": payload.get("optimizers")})
         if bad:
             raise RunError(f"{path} holds non-finite values in {', '.join(bad[:5])}; refusing to resume from it")
+        return payload
+
+    def load_model(self, model: nn.Module) -> int:
+        """Load the trained module of a run (``"model"`` in ``state.pt``) into ``model``, read as
+        data only, without touching the RNG states; returns the steps it was trained for. A
+        missing state is a :class:`RunError`."""
+        if not self.state_path.exists():
+            raise RunError(f"{self.state_path} does not exist (train into {self.root} first)")
+        payload = self._read_state()
+        self._load_modules(payload, {"model": model})
+        return int(payload["step"])
+
+    def _load_modules(self, payload: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> None:
+        path = self.state_path
         for key, module in modules.items():
             if key not in payload["modules"]:
                 raise RunError(f"{path} holds no module {key!r} (has {sorted(payload['modules'])})")
@@ -303,12 +330,6 @@ class RunDir:
                 module.load_state_dict(payload["modules"][key])
             except RuntimeError as err:
                 raise RunError(f"{path}: module {key!r} does not match this model: {err}") from err
-        for key, opt in (optimizers or {}).items():
-            if key not in payload["optimizers"]:
-                raise RunError(f"{path} holds no optimiser {key!r}")
-            opt.load_state_dict(payload["optimizers"][key])
-        _set_rng_state(payload["rng"])
-        return int(payload["step"]), dict(payload["extra"])
 
     def plot_history(self, panels: Mapping[str, str], *, title: str = "") -> Path | None:
         """Write ``training_curve.png``: one panel per history key of ``panels`` (key → axis

@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from typing import Any, Literal, NamedTuple
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm  # type: ignore[import-untyped]
 
+from jiio_core.validators import int_in, number_in, one_of, optional
 from jiio_tasks.adversarial.attacks import (
     JIIOAttack,
     PGDAttack,
@@ -52,34 +51,21 @@ from jiio_tasks.adversarial.attacks import (
     deq_logits,
     evaluating,
 )
+from jiio_tasks.adversarial.splits import (
+    held_out_digits,
+    training_digits,
+)
 from jiio_tasks.distributed import DistEnv
+from jiio_tasks.loop import Loop, StepResult
 from jiio_tasks.penalty import PenaltyDraw, penalty_seed
 from jiio_tasks.runs import RunDir, backward_and_step
 from jiio_zoo.checkpoint import save
-from jiio_zoo.configs import MDEQConfig, get_config
+from jiio_zoo.configs import get_config
 from jiio_zoo.model import ZooModel, build_model
 from jiio_zoo.recipe import make_optimizer, settings
 
 Method = Literal["clean", "pgd", "jiio"]
 METHODS: tuple[Method, ...] = ("clean", "pgd", "jiio")
-
-
-def _one_of(*allowed: str) -> Any:
-    def check(_: object, a: attrs.Attribute[Any], value: object) -> None:
-        if value not in allowed:
-            raise ValueError(f"{a.name} must be one of {allowed}, got {value!r}")
-
-    return check
-
-
-def _pos_int(_: object, a: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{a.name} must be an int >= 1, got {value!r}")
-
-
-def _pos(_: object, a: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{a.name} must be a finite number > 0, got {value!r}")
 
 
 def _check_jac_reg(value: object, what: str = "jac_reg must be") -> float:
@@ -89,40 +75,35 @@ def _check_jac_reg(value: object, what: str = "jac_reg must be") -> float:
     return float(value)
 
 
-def _opt_jac_reg(_: object, a: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _check_jac_reg(value, f"AdvTrainConfig.{a.name} (λ of the Jacobian penalty) must be None (the config's) or")
-
-
 @attrs.frozen(kw_only=True)
 class AdvTrainConfig:
     """One adversarial-training run. ``eps``/``batch_size``/``lr``/``jac_reg`` default to the zoo
     config (``lr`` is that of the config's optimiser, :func:`jiio_zoo.recipe.make_optimizer`)."""
 
     config: str = "digits_adv_small"
-    method: Method = attrs.field(default="jiio", validator=_one_of(*METHODS))
-    steps: int = attrs.field(default=300, validator=_pos_int)
-    seed: int = 0
-    eps: float | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    pgd_steps: int = attrs.field(default=10, validator=_pos_int)
-    jiio_iterations: int | None = None
+    method: Method = attrs.field(default="jiio", validator=one_of(*METHODS))
+    steps: int = attrs.field(default=300, validator=int_in(1))
+    seed: int = attrs.field(default=0, validator=int_in(0))
+    eps: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
+    batch_size: int | None = attrs.field(default=None, validator=optional(int_in(1)))
+    lr: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
+    pgd_steps: int = attrs.field(default=10, validator=int_in(1))
+    jiio_iterations: int | None = attrs.field(default=None, validator=optional(int_in(1)))
     jiio_gradient: Literal["examples", "shortcut"] = attrs.field(
-        default="examples", validator=_one_of("examples", "shortcut")
+        default="examples", validator=one_of("examples", "shortcut")
     )
-    eval_size: int = attrs.field(default=200, validator=_pos_int)
-    log_every: int = attrs.field(default=10, validator=_pos_int)
-    save_every: int = attrs.field(default=50, validator=_pos_int)
-    data: str = attrs.field(default="embedded", validator=_one_of("embedded", "mnist", "cifar10"))
+    eval_size: int = attrs.field(default=200, validator=int_in(1))
+    log_every: int = attrs.field(default=10, validator=int_in(1))
+    save_every: int = attrs.field(default=50, validator=int_in(1))
+    data: str = attrs.field(default="embedded", validator=one_of("embedded", "mnist", "cifar10"))
     data_root: str | None = None
     init: str | None = None
     """A ``jiio_zoo`` checkpoint to start from (e.g. a clean-trained model: adversarial
     fine-tuning); ignored when the run resumes from its own state."""
-    max_minutes: float | None = None
+    max_minutes: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
     """Stop (after saving the state) once this much training time has been spent; the run
     can be resumed later with the same command."""
-    jac_reg: float | None = attrs.field(default=None, validator=_opt_jac_reg)
+    jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
     """λ of the Jacobian penalty (``None``: the config's ``train.jac_reg``; 0: no penalty)."""
 
     def resolved(self) -> dict[str, Any]:
@@ -138,46 +119,6 @@ class AdvTrainConfig:
             "jiio_iterations": self.jiio_iterations or zc.solver.jiio_iterations,
             "jac_reg": float(zc.train.jac_reg if self.jac_reg is None else self.jac_reg),
         }
-
-
-def fit_images(images: Tensor, model: ZooModel) -> Tensor:
-    """Images ``(N, C, H, W)`` in [0, 1] resized (area average) to the model's input size."""
-    m = model.config.model
-    if not isinstance(m, MDEQConfig):
-        raise TypeError("adversarial training needs an MDEQ image model")
-    if images.shape[1] != m.image_channels:
-        raise ValueError(f"model takes {m.image_channels} channels, data has {images.shape[1]}")
-    if images.shape[-1] != m.image_size or images.shape[-2] != m.image_size:
-        images = F.interpolate(images, size=(m.image_size, m.image_size), mode="area")
-    return images.clamp(0.0, 1.0)
-
-
-def load_split(data: str, split: Literal["train", "test"], root: str | None) -> tuple[Tensor, Tensor]:
-    """All images ``(N, C, H, W)`` in [0, 1] and labels of a split."""
-    if data == "embedded":
-        from jiio_tasks.data import EmbeddedDigits
-
-        ds = EmbeddedDigits(split)
-        return ds.images, ds.targets
-    if root is None:
-        raise ValueError(f"--data {data} needs --data-root")
-    from torch.utils.data import DataLoader
-
-    from jiio_tasks.data import cifar10, mnist
-
-    dset = mnist(root, split) if data == "mnist" else cifar10(root, split)
-    xs, ys = [], []
-    for x, y in DataLoader(dset, batch_size=1000):
-        xs.append(x)
-        ys.append(torch.as_tensor(y))
-    return torch.cat(xs), torch.cat(ys)
-
-
-def eval_subset(images: Tensor, labels: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A fixed random subset of ``size`` items (the test splits are sorted by class, so the
-    first items would all be of one class)."""
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:size]
-    return images[perm], labels[perm]
 
 
 class StepLoss(NamedTuple):
@@ -337,52 +278,35 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
         load_into(model, config.init)
     model.to(env.device)
     opt = make_optimizer(model.parameters(), model.config, lr=cfg["lr"])
-    # every rank restores the same state (model, optimiser, the RNG that draws the batches)
-    start, extra = run.resume({"model": model}, {"opt": opt})
-    elapsed = float(extra.get("seconds", 0.0))
-    if env.is_main:  # records the settings; on resume refuses changed ones (jiio_tasks.runs)
-        run.begin(cfg, start, cfg.get("steps"))
-    tr_x, tr_y = load_split(config.data, "train", config.data_root)
-    te_x, te_y = load_split(config.data, "test", config.data_root)
-    tr_x, te_x = fit_images(tr_x, model), fit_images(te_x, model)
-    n_eval = min(config.eval_size, len(te_y))
-    ev_x, ev_y = eval_subset(te_x, te_y, n_eval)
+    batch, lam = cfg["batch_size"], cfg["jac_reg"]
+    loop = Loop(
+        run_dir=run, model=model, optimizer=opt, config={**cfg, "world_size": env.world_size},
+        steps=config.steps, save_every=config.save_every, log_every=config.log_every,
+        max_seconds=None if config.max_minutes is None else 60.0 * config.max_minutes,
+        progress=progress, title=f"adversarial/{config.method}", env=env,
+        panels={"loss": "training loss (CE at the adversarial examples)", "jacobian": "Jacobian penalty"},
+        metrics=lambda s: {"loss": s["task_loss"], **({"jacobian": s["jacobian_sum"] / batch} if lam > 0 else {})},
+    )
+    loop.resume()  # every rank restores the same state (model, optimiser, the RNG that draws the batches)
+    tr_x, tr_y = training_digits(model, data=config.data, data_root=config.data_root)
+    ev_x, ev_y = held_out_digits(model, config.eval_size, data=config.data, data_root=config.data_root)
+    n_eval = len(ev_y)
     # each rank's loss is its shard's part of the global mean, so gradients are summed
-    global_batch = cfg["batch_size"] if env.is_distributed else None
-    lam = cfg["jac_reg"]
-    shard_start, _ = env.shard_bounds(cfg["batch_size"], name="batch_size")
-    step_module = env.wrap(TrainingStep(model, cfg, global_batch, shard_start), reduce="sum")
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
-               disable=not (progress and env.is_main), desc=f"train adversarial/{config.method}")
-    model.train()
-    done = start
-    for step in bar:
-        t0 = time.perf_counter()
-        idx = env.shard(torch.randint(0, len(tr_y), (cfg["batch_size"],)))
+    shard_start, _ = env.shard_bounds(batch, name="batch_size")
+    step_module = env.wrap(TrainingStep(model, cfg, batch if env.is_distributed else None, shard_start),
+                           reduce="sum")
+
+    def step_fn(step: int) -> StepResult:
+        idx = env.shard(torch.randint(0, len(tr_y), (batch,)))
         x, y = tr_x[idx].to(env.device), tr_y[idx].to(env.device)
         model.train()
-        stats: dict[str, float] = {}
         # the penalty's seed is a function of (seed, step): same on every rank and on resume
         seed = penalty_seed(config.seed, step) if lam > 0 else None
         with env.rank_rng(config.seed, step), _default_device(env.device):
-            optimizer_step(step_module, opt, x, y, seed, stats, step_index=step)
-        elapsed += time.perf_counter() - t0
-        if env.is_distributed:
-            stats = env.sum(stats)
-            elapsed = env.max({"seconds": elapsed})["seconds"]
-        lv = stats["task_loss"]
-        logged = {"loss": lv}
-        if lam > 0:
-            logged["jacobian"] = stats["jacobian_sum"] / cfg["batch_size"]
-        done = step + 1
-        bar.set_postfix({k: f"{v:.3g}" for k, v in logged.items()})
-        out_of_time = config.max_minutes is not None and elapsed >= 60.0 * config.max_minutes
-        if env.is_main and (done % config.log_every == 0 or done == config.steps or out_of_time):
-            run.log(done, **logged, seconds=elapsed)
-        if env.is_main and (done % config.save_every == 0 or done == config.steps or out_of_time):
-            run.save_state(done, {"model": model}, {"opt": opt}, {"seconds": elapsed})
-        if out_of_time:
-            break
+            out: StepLoss = step_module(x, y, seed)
+        return StepResult(out.loss, {"task_loss": float(out.task_loss), "jacobian_sum": float(out.jacobian_sum)})
+
+    result = loop.run(step_fn)
     model.eval()
     lo, hi = _eval_part(n_eval, env)
     with _default_device(env.device):
@@ -391,14 +315,8 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
     if env.is_distributed:  # fractions of each rank's part -> counts -> fractions of the whole
         counts = env.sum({k: round(v * (hi - lo)) for k, v in part.items()})
         part = {k: v / n_eval for k, v in counts.items()}
-    final = {**part, "train_seconds": elapsed, "eval_size": n_eval, "steps_done": done}
-    if env.is_main:
-        ckpt = save(model, run.root / "model.pt", extra={"method": config.method, "seed": config.seed})
-        run.update(final=final, checkpoint=str(ckpt))
-        run.plot_history({"loss": "training loss (CE at the adversarial examples)",
-                          "jacobian": "Jacobian penalty"}, title=f"adversarial/{config.method}")
-    env.barrier()
-    return final
+    return loop.finish(result, {**part, "eval_size": n_eval},
+                       lambda path: save(model, path, extra={"method": config.method, "seed": config.seed}))
 
 
 def _eval_part(size: int, env: DistEnv) -> tuple[int, int]:

@@ -27,7 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="random seed: torch's global seed, and the seed of training, corruptions and sampling "
                    "(default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (stderr)")
 
 
 def _train_args(p: argparse.ArgumentParser, default_config: str) -> None:
@@ -195,9 +195,8 @@ def _setup(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
 
 
-def _model_and_source(name_or_path: str, split: str, args: argparse.Namespace, *, weights: bool) -> Any:
-    from jiio_tasks.generative.data import image_source
-    from jiio_tasks.generative.problem import image_shape
+def _load_generator(name_or_path: str, *, weights: bool) -> Any:
+    """A checkpoint's model (``weights``) or a fresh zoo model of a config."""
     from jiio_zoo import load
     from jiio_zoo.checkpoint import load_model
 
@@ -205,12 +204,31 @@ def _model_and_source(name_or_path: str, split: str, args: argparse.Namespace, *
         path = Path(name_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} does not exist (train one with `jiio train generative`)")
-        model = load_model(path)
-    else:
-        model = load(name_or_path, pretrained=False)
+        return load_model(path)
+    return load(name_or_path, pretrained=False)
+
+
+def _shape(model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of the :mod:`~jiio_tasks.generative.splits` functions for ``model``."""
+    from jiio_tasks.generative.problem import image_shape
+
     c, h, _ = image_shape(model)
-    source = image_source(split, size=h, channels=c, data_root=args.data_root)
-    return model, source
+    return {"size": h, "channels": c, "data_root": args.data_root}
+
+
+def _held_out(model: Any, args: argparse.Namespace) -> Any:
+    """The ``--count`` held-out faces every ``jiio eval`` command scores on."""
+    from jiio_tasks.generative.splits import held_out_faces
+
+    return held_out_faces(args.count, **_shape(model, args))
+
+
+def _model_and_source(name_or_path: str, args: argparse.Namespace, *, weights: bool) -> Any:
+    """The model and its training stream (:func:`~jiio_tasks.generative.splits.training_stream`)."""
+    from jiio_tasks.generative.splits import training_stream
+
+    model = _load_generator(name_or_path, weights=weights)
+    return model, training_stream(**_shape(model, args))
 
 
 def _train(args: argparse.Namespace, mode: str) -> int:
@@ -218,7 +236,7 @@ def _train(args: argparse.Namespace, mode: str) -> int:
     from jiio_tasks.runs import RunDir
 
     _setup(args)
-    model, source = _model_and_source(args.config, "train", args, weights=False)
+    model, source = _model_and_source(args.config, args, weights=False)
     if args.init is not None:
         from jiio_zoo.checkpoint import load_into
 
@@ -268,9 +286,9 @@ def _eval_generative(args: argparse.Namespace) -> int:
     from jiio_tasks.generative.evaluate import evaluate_generative
 
     _setup(args)
-    model, source = _model_and_source(args.weights, "test", args, weights=True)
+    model = _load_generator(args.weights, weights=True)
     result = evaluate_generative(
-        model, source.first(args.count), Path(args.out), iterations=args.iterations,
+        model, _held_out(model, args), Path(args.out), iterations=args.iterations,
         adam_steps=args.adam_steps, adam_lrs=args.adam_lrs, progress=not args.no_progress,
     )
     print(json.dumps(result, indent=2))
@@ -290,7 +308,7 @@ def _eval_inverse(args: argparse.Namespace) -> int:
     from jiio_zoo.checkpoint import load_model
 
     _setup(args)
-    model, source = _model_and_source(args.weights, "test", args, weights=True)
+    model = _load_generator(args.weights, weights=True)
     supervised = {}
     for item in args.supervised:
         task, sep, path = item.partition("=")
@@ -299,26 +317,27 @@ def _eval_inverse(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"supervised weights {path} do not exist")
         supervised[task] = load_model(path)
-    result = evaluate_inverse(model, source.first(args.count), Path(args.out), supervised=supervised,
-                              tasks=tuple(args.tasks), iterations=args.iterations, seed=args.seed)
+    result = evaluate_inverse(model, _held_out(model, args), Path(args.out), supervised=supervised,
+                              tasks=tuple(args.tasks), iterations=args.iterations, seed=args.seed,
+                              progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
 
 
 def _sample_generative(args: argparse.Namespace) -> int:
-    from jiio_tasks.generative.data import image_source
     from jiio_tasks.generative.evaluate import sample_generative
     from jiio_tasks.generative.features import feature_space
+    from jiio_tasks.generative.splits import training_faces
 
     _setup(args)
-    model, source = _model_and_source(args.weights, "train", args, weights=True)
-    train_images = image_source("train", size=source.size, channels=source.channels,
-                                data_root=args.data_root, augment=False)
+    model = _load_generator(args.weights, weights=True)
+    train_images = training_faces(**_shape(model, args))
     features = feature_space(args.inception, args.rotnet) if args.frechet_samples > 0 else None
-    result = sample_generative(model, train_images.first(len(train_images)), Path(args.out),
+    result = sample_generative(model, train_images, Path(args.out),
                                components=args.components, count=args.count,
                                iterations=args.iterations, seed=args.seed, density=args.density,
-                               features=features, frechet_samples=max(args.frechet_samples, 2))
+                               features=features, frechet_samples=max(args.frechet_samples, 2),
+                               progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -328,18 +347,13 @@ def _train_mdeq_vae(args: argparse.Namespace) -> int:
     from jiio_tasks.runs import RunDir
 
     _setup(args)
-    decoder, source = _model_and_source(args.config, "train", args, weights=False)
+    decoder, source = _model_and_source(args.config, args, weights=False)
     vae = MDEQVAE(decoder, encoder_width=args.encoder_width)
-    run = RunDir(args.run_dir)
-    if not run.state_path.exists():
-        run.update(config={"baseline": "MDEQ-VAE", "decoder_config": args.config,
-                           "encoder_width": args.encoder_width, "beta": args.beta, "learning_rate": args.lr,
-                           "batch_size": args.batch_size, "data": source.name,
-                           "parameters": sum(p.numel() for p in vae.parameters()),
-                           "decoder_parameters": sum(p.numel() for p in decoder.parameters())})
-    final = train_mdeq_vae(vae, source, run, steps=args.steps, batch_size=args.batch_size,
+    final = train_mdeq_vae(vae, source, RunDir(args.run_dir), steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.lr, beta=args.beta, jac_reg=args.jac_reg,
-                           seconds=args.seconds, progress=not args.no_progress)
+                           seconds=args.seconds, progress=not args.no_progress,
+                           describe={"parameters": sum(p.numel() for p in vae.parameters()),
+                                     "decoder_parameters": sum(p.numel() for p in decoder.parameters())})
     print(json.dumps(final, indent=2))
     return 0
 
@@ -347,8 +361,8 @@ def _train_mdeq_vae(args: argparse.Namespace) -> int:
 def _train_features(args: argparse.Namespace) -> int:
     import sys
 
-    from jiio_tasks.generative.data import image_source
     from jiio_tasks.generative.features import RotationNet, train_rotation_net
+    from jiio_tasks.generative.splits import held_out_faces, training_stream
 
     if getattr(args, "data_root", None) is not None:
         raise ValueError(
@@ -357,12 +371,12 @@ def _train_features(args: argparse.Namespace) -> int:
             "'jiio sample generative --inception PATH' instead)"
         )
     _setup(args)
-    train = image_source("train", size=RotationNet.size, channels=1)
-    test = image_source("test", size=RotationNet.size, channels=1)
+    train = training_stream(size=RotationNet.size, channels=1)
+    test = held_out_faces(None, size=RotationNet.size, channels=1)
     command = "jiio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("jiio") else ""
-    result = train_rotation_net(train, test.first(len(test)), args.out, steps=args.steps,
+    result = train_rotation_net(train, test, args.out, steps=args.steps,
                                 batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                                command=command)
+                                command=command, progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -372,20 +386,17 @@ def _load_mdeq_vae(run_dir: str) -> Any:
     from jiio_tasks.runs import RunDir
     from jiio_zoo import load
 
-    run = RunDir(run_dir)
-    if not run.state_path.exists():
-        raise FileNotFoundError(f"--mdeq-vae-run: {run.state_path} does not exist (train with `jiio train mdeq-vae`)")
+    run = RunDir.existing(run_dir, flag="--mdeq-vae-run")
     config = run.read_metrics().get("config", {})
     vae = MDEQVAE(load(config.get("decoder_config", "faces_gen_small"), pretrained=False),
                   encoder_width=int(config.get("encoder_width", 16)))
-    run.resume({"mdeq_vae": vae})
+    run.load_model(vae)
     return vae
 
 
 def _eval_table1(args: argparse.Namespace) -> int:
-    from jiio_tasks.generative.data import image_source
     from jiio_tasks.generative.features import feature_space
-    from jiio_tasks.generative.problem import image_shape
+    from jiio_tasks.generative.splits import training_faces
     from jiio_tasks.generative.table import generative_table
     from jiio_tasks.runs import RunDir
     from jiio_zoo import load
@@ -398,22 +409,18 @@ def _eval_table1(args: argparse.Namespace) -> int:
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"--weights {args.weights} does not exist")
         model = load_model(args.weights)
-    c, h, _ = image_shape(model)
-    test = image_source("test", size=h, channels=c, data_root=args.data_root).first(args.count)
-    train_src = image_source("train", size=h, channels=c, data_root=args.data_root, augment=False)
-    train = train_src.first(len(train_src))
+    test = _held_out(model, args)
+    train = training_faces(**_shape(model, args))
     conv = None
     if args.vae_run is not None:
         args.config, args.match = model.config.name, args.vae_match
         conv, _, _, _ = _vae_for(args)
-        run = RunDir(args.vae_run)
-        if not run.state_path.exists():
-            raise FileNotFoundError(f"--vae-run: {run.state_path} does not exist (train with `jiio train vae`)")
-        run.resume({"vae": conv})
+        RunDir.existing(args.vae_run, flag="--vae-run").load_model(conv)
     mdeq = _load_mdeq_vae(args.mdeq_vae_run) if args.mdeq_vae_run is not None else None
     result = generative_table(test, train, feature_space(args.inception, args.rotnet), Path(args.out),
                               jiio=model, conv_vae=conv, mdeq_vae=mdeq, iterations=args.iterations,
-                              samples=args.samples, components=args.components, seed=args.seed)
+                              samples=args.samples, components=args.components, seed=args.seed,
+                              progress=not args.no_progress)
     print(result["table"])
     return 0
 
@@ -439,19 +446,18 @@ def _vae_for(args: argparse.Namespace) -> Any:
 
 
 def _train_vae(args: argparse.Namespace) -> int:
-    from jiio_tasks.generative.data import image_source
+    from jiio_tasks.generative.splits import training_stream
     from jiio_tasks.generative.vae import train_vae
     from jiio_tasks.runs import RunDir
 
     _setup(args)
     vae, target, h, c = _vae_for(args)
-    source = image_source("train", size=h, channels=c, data_root=args.data_root)
-    run = RunDir(args.run_dir)
-    run.update(config={"baseline": "ConvVAE", "width": vae.width, "match": args.match,
-                       "zoo_parameters": target, "vae_parameters": sum(p.numel() for p in vae.parameters()),
-                       "vae_decoder_parameters": vae.decoder_parameters(), "beta": args.beta})
-    final = train_vae(vae, source, run, steps=args.steps, batch_size=args.batch_size,
-                      learning_rate=args.lr, beta=args.beta, seconds=args.seconds, progress=not args.no_progress)
+    source = training_stream(size=h, channels=c, data_root=args.data_root)
+    final = train_vae(vae, source, RunDir(args.run_dir), steps=args.steps, batch_size=args.batch_size,
+                      learning_rate=args.lr, beta=args.beta, seconds=args.seconds, progress=not args.no_progress,
+                      describe={"match": args.match, "zoo_parameters": target,
+                                "vae_parameters": sum(p.numel() for p in vae.parameters()),
+                                "vae_decoder_parameters": vae.decoder_parameters()})
     print(json.dumps(final, indent=2))
     return 0
 
@@ -459,20 +465,24 @@ def _train_vae(args: argparse.Namespace) -> int:
 def _eval_vae(args: argparse.Namespace) -> int:
     import torch
 
-    from jiio_tasks.generative.data import image_source
     from jiio_tasks.generative.operators import mse, psnr
+    from jiio_tasks.generative.splits import held_out_faces
+    from jiio_tasks.progress import progress_bar
     from jiio_tasks.runs import RunDir
 
     _setup(args)
     vae, _, h, c = _vae_for(args)
-    run = RunDir(args.run_dir)
-    if not run.state_path.exists():
-        raise FileNotFoundError(f"{run.state_path} does not exist (train with `jiio train vae`)")
-    run.resume({"vae": vae})
-    images = image_source("test", size=h, channels=c, data_root=args.data_root).first(args.count)
+    run = RunDir.existing(args.run_dir)
+    run.load_model(vae)
+    images = held_out_faces(args.count, size=h, channels=c, data_root=args.data_root)
     vae.eval()
-    with torch.no_grad():
-        recon = vae.reconstruct(images)
+    parts, done = images.split(64), []
+    with torch.no_grad(), progress_bar(len(parts), "VAE reconstruction", enabled=not args.no_progress,
+                                       unit="chunk") as bar:
+        for part in parts:
+            done.append(vae.reconstruct(part))
+            bar.update()
+    recon = torch.cat(done)
     result = {"data_range": "[0, 1]", "images": int(images.shape[0]),
               "reconstruction_mse_mean": float(mse(recon, images).mean()),
               "reconstruction_psnr_mean": float(psnr(recon, images).mean()),

@@ -16,19 +16,19 @@ mean and is refined by JIIO on the reconstruction loss
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm  # type: ignore[import-untyped]
 
 from jiio_core import hutchinson_jacobian_norm
 from jiio_tasks.generative.data import ImageSource
 from jiio_tasks.generative.problem import image_shape
 from jiio_tasks.generative.vae import gaussian_kl
-from jiio_tasks.runs import RunDir, backward_and_step
+from jiio_tasks.loop import Loop, StepResult
+from jiio_tasks.runs import RunDir
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
 from jiio_zoo.recipe import deq_solver
@@ -116,33 +116,30 @@ def train_mdeq_vae(
     seconds: float | None = None,
     save_every: int = 10,
     progress: bool = True,
+    describe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Adam on the negative ELBO (+ Jacobian penalty, default λ = the decoder config's
-    ``jac_reg``); stops after ``steps`` in total or ``seconds`` of wall time in this call.
-    Resumable; ``metrics.json`` like the other trainers."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    ``jac_reg``) for ``steps`` steps in total, or until ``seconds`` of training time over all
+    resumptions (:class:`jiio_tasks.loop.Loop`: resumable, ``metrics.json`` like every
+    trainer). ``describe``: more settings to record with the run."""
     lam = vae.decoder.config.train.jac_reg if jac_reg is None else jac_reg
+    if not (isinstance(lam, (int, float)) and lam >= 0):
+        raise ValueError(f"jac_reg must be a number >= 0 or None, got {jac_reg!r}")
     opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
-    start, _ = run.resume({"mdeq_vae": vae}, {"adam": opt})
-    t0 = time.perf_counter()
-    step = start
-    vae.train()
-    for step in tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train mdeq-vae"):
-        ts = time.perf_counter()
+    loop = Loop(
+        run_dir=run, model=vae, optimizer=opt,
+        config={**(describe or {}), "baseline": "MDEQ-VAE", "decoder_config": vae.decoder.config.name,
+                "encoder_width": vae.encoder_width, "batch_size": batch_size, "learning_rate": learning_rate,
+                "beta": beta, "jac_reg": float(lam), "data": source.name, "max_seconds": seconds},
+        steps=steps, save_every=save_every, max_seconds=seconds, progress=progress, title="train mdeq-vae",
+        panels={"loss": "negative ELBO (per pixel) + penalty", "mse": "reconstruction MSE",
+                "forward_residual": "forward residual (median)"},
+    )
+
+    def step_fn(step: int) -> StepResult:
         parts = vae.loss(source.batch(batch_size), beta, lam)
-        backward_and_step(opt, parts["loss"], step)
-        run.log(step + 1, **{k: float(v.detach()) for k, v in parts.items()}, seconds=time.perf_counter() - ts)
-        if (step + 1) % save_every == 0:
-            run.save_state(step + 1, {"mdeq_vae": vae}, {"adam": opt})
-        if seconds is not None and time.perf_counter() - t0 > seconds:
-            step += 1
-            break
-    else:
-        step = steps
-    run.save_state(step, {"mdeq_vae": vae}, {"adam": opt})
-    final = {"steps": step, "seconds_this_call": time.perf_counter() - t0, "jac_reg": lam,
-             "parameters": sum(p.numel() for p in vae.parameters()),
-             "decoder_parameters": sum(p.numel() for p in vae.decoder.parameters())}
-    run.update(final=final)
-    return final
+        return StepResult(parts["loss"], {k: float(v.detach()) for k, v in parts.items()})
+
+    result = loop.run(step_fn)
+    return loop.finish(result, {"jac_reg": lam, "parameters": sum(p.numel() for p in vae.parameters()),
+                                "decoder_parameters": sum(p.numel() for p in vae.decoder.parameters())})

@@ -11,21 +11,22 @@ injection and head). Runs are resumable (:class:`jiio_tasks.runs.RunDir`) and wr
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm  # type: ignore[import-untyped]
 
 from jiio_core import JointProblem, Relation
+from jiio_core.validators import int_in, number_in, one_of, optional
 from jiio_tasks.distributed import DistEnv
-from jiio_tasks.generative.data import ImageSource, to_model
+from jiio_tasks.generative.data import ImageSource, from_model, to_model
 from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.operators import CORRUPTIONS, Measurement, corruption, mse
+from jiio_tasks.generative.operators import CORRUPTIONS, Corruption, Measurement, corruption, mse
 from jiio_tasks.generative.problem import OUTER_CHOICES, jiio_problem, outer_gradient
-from jiio_tasks.runs import RunDir, backward_and_step
+from jiio_tasks.loop import Loop, StepResult
+from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
@@ -36,38 +37,20 @@ __all__ = ["GenerativeStep", "TrainSettings", "train"]
 Mode = Literal["generative", "supervised"]
 
 
-def _pos(_: object, a: attrs.Attribute[int], v: int) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"TrainSettings.{a.name} must be an int >= 1, got {v!r}")
-
-
-def _opt_nonneg(_: object, a: attrs.Attribute[float | None], v: float | None) -> None:
-    if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0):
-        raise ValueError(f"TrainSettings.{a.name} must be a number >= 0 or None, got {v!r}")
-
-
-def _choice(*allowed: str) -> Any:
-    def check(_: object, a: attrs.Attribute[str], v: str) -> None:
-        if v not in allowed:
-            raise ValueError(f"TrainSettings.{a.name} must be one of {', '.join(allowed)}, got {v!r}")
-
-    return check
-
-
 @attrs.frozen(kw_only=True)
 class TrainSettings:
     """What to train and for how long (``None`` fields take the model config's value)."""
 
-    steps: int = attrs.field(validator=_pos)
-    mode: Mode = attrs.field(default="generative", validator=_choice("generative", "supervised"))
-    corruption: str = attrs.field(default="denoise0.2", validator=_choice(*CORRUPTIONS))
-    outer: str = attrs.field(default="shortcut", validator=_choice(*OUTER_CHOICES))
-    batch_size: int | None = attrs.field(default=None, validator=attrs.validators.optional(_pos))
-    learning_rate: float | None = attrs.field(default=None, validator=_opt_nonneg)
-    jac_reg: float | None = attrs.field(default=None, validator=_opt_nonneg)
-    iterations: int | None = attrs.field(default=None, validator=attrs.validators.optional(_pos))
-    save_every: int = attrs.field(default=10, validator=_pos)
-    seed: int = 0
+    steps: int = attrs.field(validator=int_in(1))
+    mode: Mode = attrs.field(default="generative", validator=one_of("generative", "supervised"))
+    corruption: str = attrs.field(default="denoise0.2", validator=one_of(*CORRUPTIONS))
+    outer: str = attrs.field(default="shortcut", validator=one_of(*OUTER_CHOICES))
+    batch_size: int | None = attrs.field(default=None, validator=optional(int_in(1)))
+    learning_rate: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
+    jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
+    iterations: int | None = attrs.field(default=None, validator=optional(int_in(1)))
+    save_every: int = attrs.field(default=10, validator=int_in(1))
+    seed: int = attrs.field(default=0, validator=int_in(0))
 
     def __attrs_post_init__(self) -> None:
         if self.mode == "supervised" and self.outer == "shortcut":
@@ -95,13 +78,10 @@ class GenerativeStep(nn.Module):
     and the per-sample KKT residuals (for logging).
     """
 
-    def __init__(self, model: ZooModel, problem: JointProblem, objective: MeasurementObjective, lam: float,
-                 global_batch: int | None = None) -> None:
+    def __init__(self, model: ZooModel, problem: JointProblem, lam: float, global_batch: int | None = None) -> None:
         super().__init__()
         self.model = model
-        # both share the model's parameters: plain attributes, not submodules
-        object.__setattr__(self, "problem", problem)
-        object.__setattr__(self, "objective", objective)
+        object.__setattr__(self, "problem", problem)  # shares the model's parameters: not a submodule
         self.lam = float(lam)
         self.global_batch = global_batch
 
@@ -112,9 +92,7 @@ class GenerativeStep(nn.Module):
         if observed is not None:
             if operator is None:
                 raise ValueError("GenerativeStep: an observed batch needs its measurement operator")
-            objective: MeasurementObjective = self.objective  # type: ignore[assignment]
-            objective.operator = operator
-            sol = problem.solve(observed)
+            sol = problem.solve(observed, context=operator)
             outer = mse(self.model.decode(sol.z), clean)
         else:
             sol = problem.solve(clean)
@@ -168,72 +146,81 @@ def train(
     )
     corr = corruption(settings.corruption, scale) if supervised else None
     opt = make_optimizer(model.parameters(), cfg, lr=lr)
-    start, _ = run.resume({"model": model}, {"adam": opt})
-    if start == 0:
-        torch.manual_seed(settings.seed)
-    if env.is_main:  # records the settings; on resume refuses changed ones (jiio_tasks.runs)
-        run.begin(
-            {
-                "model": cfg.name,
-                "settings": attrs.asdict(settings),
-                "learning_rate": lr,
-                "jac_reg": lam,
-                "batch_size": batch,
-                "iterations": problem.max_iter,
-                "data": source.name,
-                "data_range": "[0, 1] (metrics); model range "
-                + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
-                "world_size": env.world_size,
-            },
-            start,
-            settings.steps,
-        )
-    model.train()
-    step_module = env.wrap(GenerativeStep(model, problem, objective, lam, batch if env.is_distributed else None),
+    loop = Loop(
+        run_dir=run,
+        model=model,
+        optimizer=opt,
+        config={
+            "model": cfg.name,
+            "settings": attrs.asdict(settings),
+            "learning_rate": lr,
+            "jac_reg": lam,
+            "batch_size": batch,
+            "iterations": problem.max_iter,
+            "data": source.name,
+            "data_range": "[0, 1] (metrics); model range " + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
+            "world_size": env.world_size,
+        },
+        steps=settings.steps,
+        save_every=settings.save_every,
+        seed=settings.seed,
+        progress=progress,
+        title=f"{settings.mode} {cfg.name}",
+        panels={"loss": "outer loss (per-pixel MSE)", "jacobian": "Jacobian penalty",
+                "kkt_residual_median": "KKT residual (median)"},
+        env=env,
+        metrics=lambda s: {"loss": s["outer"] / batch, "inner_loss": s["inner"] / batch,
+                           "jacobian": s["jac"] / batch,
+                           "kkt_residual_median": s["kkt_median"] / env.world_size},
+    )
+    step_module = env.wrap(GenerativeStep(model, problem, lam, batch if env.is_distributed else None),
                            reduce="sum")
-    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps,
-               disable=not (progress and env.is_main), desc=f"train {settings.mode} {cfg.name}")
-    last: dict[str, float] = {}
-    for step in bar:
-        t0 = time.perf_counter()
+
+    def step_fn(step: int) -> StepResult:
         clean = env.shard(to_model(source.batch(batch), act)).to(env.device)  # shared stream
         with env.rank_rng(settings.seed, step):
             if corr is not None:
                 op, observed = corr(clean)
-                out = step_module(clean, observed, op)
+                loss, outer_sum, inner_sum, jac_sum, kkt = step_module(clean, observed, op)
             else:
-                out = step_module(clean)
-            loss, outer_sum, inner_sum, jac_sum, kkt = out
-            backward_and_step(opt, loss, step)
-        stats = {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
-                 "kkt_median": float(kkt.median())}
-        seconds = time.perf_counter() - t0
-        if env.is_distributed:
-            kkt_mean = env.mean({"k": stats["kkt_median"]})["k"]
-            stats = env.sum(stats)
-            stats["kkt_median"] = kkt_mean  # mean over ranks of each shard's median
-            seconds = env.max({"s": seconds})["s"]
-        last = {
-            "loss": stats["outer"] / batch,
-            "inner_loss": stats["inner"] / batch,
-            "jacobian": stats["jac"] / batch,
-            "kkt_residual_median": stats["kkt_median"],
-            "seconds": seconds,
-        }
-        if env.is_main:
-            run.log(step + 1, **last)
-        bar.set_postfix(loss=f"{last['loss']:.4g}", jac=f"{last['jacobian']:.3g}")
-        if env.is_main and ((step + 1) % settings.save_every == 0 or step + 1 == settings.steps):
-            run.save_state(step + 1, {"model": model}, {"adam": opt})
-    final: dict[str, Any] = {"steps": settings.steps, **{f"last_{k}": v for k, v in last.items()}}
+                loss, outer_sum, inner_sum, jac_sum, kkt = step_module(clean)
+        # each shard's median KKT residual, averaged over the ranks by the metrics above
+        return StepResult(loss, {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
+                                 "kkt_median": float(kkt.median())})
+
+    result = loop.run(step_fn)
     if env.is_main:
-        path = save(model, run.root / "model.pt", extra={"steps": settings.steps, "mode": settings.mode})
-        final["checkpoint"] = str(path)
-        run.update(final=final)
-        run.plot_history({"loss": "outer loss (per-pixel MSE)", "jacobian": "Jacobian penalty",
-                          "kkt_residual_median": "KKT residual (median)"}, title=f"{settings.mode} {cfg.name}")
-    env.barrier()
-    return final
+        with torch.random.fork_rng(devices=[]):  # the picture draws no numbers from the run's stream
+            reconstruction_grid(model, source, corr, run.root / "reconstructions.png", iterations=settings.iterations)
+    return loop.finish(
+        result,
+        {"steps": settings.steps, **{f"last_{k}": v for k, v in result.last.items()}},
+        lambda path: save(model, path, extra={"steps": settings.steps, "mode": settings.mode}),
+    )
+
+
+def reconstruction_grid(model: ZooModel, source: ImageSource, corr: Corruption | None, path: Path, *,
+                        count: int = 8, iterations: int | None = None) -> Path:
+    """A PNG of the first ``count`` images of ``source`` (top row), their observations under
+    ``corr`` when they are images, and their JIIO reconstructions (bottom row), in [0, 1]."""
+    from jiio_tasks.generative.evaluate import infer, save_grid
+
+    act = _activation(model)
+    device = next(model.parameters()).device
+    clean = source.first(min(count, len(source))).to(device)
+    model_clean = to_model(clean, act)
+    rows = [clean]
+    if corr is None:
+        _, recon, _ = infer(model, model_clean, iterations=iterations)
+    else:
+        op, observed = corr(model_clean)
+        if observed.shape == model_clean.shape:
+            rows.append(from_model(observed, act))
+        _, recon, _ = infer(model, observed, op, iterations=iterations)
+    model.train()
+    rows.append(from_model(recon, act))
+    label = "clean / reconstruction" if len(rows) == 2 else "clean / observed / reconstruction"
+    return save_grid(rows, path, title=f"{model.config.name}: {label} (JIIO)")
 
 
 def outer_gradient_error(

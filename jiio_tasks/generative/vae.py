@@ -11,16 +11,16 @@ reconstruction term is on the same scale as the JIIO decoder's loss.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm  # type: ignore[import-untyped]
 
 from jiio_tasks.generative.data import ImageSource
-from jiio_tasks.runs import RunDir, backward_and_step
+from jiio_tasks.loop import Loop, StepResult
+from jiio_tasks.runs import RunDir
 
 __all__ = ["ConvVAE", "gaussian_kl", "train_vae", "width_for_parameters"]
 
@@ -98,26 +98,26 @@ def train_vae(
     beta: float = 1.0,
     seconds: float | None = None,
     log_every: int = 10,
+    save_every: int = 50,
     progress: bool = True,
+    describe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Adam on the negative ELBO; stops after ``steps`` or ``seconds`` of wall time (resumable,
-    ``metrics.json`` like the JIIO trainer)."""
+    """Adam on the negative ELBO for ``steps`` steps in total, or until ``seconds`` of training
+    time over all resumptions (:class:`jiio_tasks.loop.Loop`: resumable, ``metrics.json``
+    like every trainer). ``describe``: more settings to record with the run (e.g. how the
+    width was chosen)."""
     opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
-    start, _ = run.resume({"vae": vae}, {"adam": opt})
-    t0 = time.perf_counter()
-    step = start
-    vae.train()
-    for step in tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train vae"):
+    loop = Loop(
+        run_dir=run, model=vae, optimizer=opt,
+        config={**(describe or {}), "baseline": "ConvVAE", "width": vae.width, "batch_size": batch_size,
+                "learning_rate": learning_rate, "beta": beta, "data": source.name, "max_seconds": seconds},
+        steps=steps, save_every=save_every, log_every=log_every, max_seconds=seconds, progress=progress,
+        title="train vae", panels={"loss": "negative ELBO (per pixel)", "mse": "reconstruction MSE", "kl": "KL / D"},
+    )
+
+    def step_fn(step: int) -> StepResult:
         loss, err, kl = vae.loss(source.batch(batch_size), beta)
-        backward_and_step(opt, loss, step)
-        if (step + 1) % log_every == 0:
-            run.log(step + 1, loss=float(loss.detach()), mse=float(err.detach()), kl=float(kl.detach()))
-        if seconds is not None and time.perf_counter() - t0 > seconds:
-            step += 1
-            break
-    else:
-        step = steps
-    run.save_state(step, {"vae": vae}, {"adam": opt})
-    final = {"steps": step, "seconds": time.perf_counter() - t0, "parameters": sum(p.numel() for p in vae.parameters())}
-    run.update(final=final)
-    return final
+        return StepResult(loss, {"loss": float(loss.detach()), "mse": float(err.detach()), "kl": float(kl.detach())})
+
+    result = loop.run(step_fn)
+    return loop.finish(result, {"parameters": sum(p.numel() for p in vae.parameters())})

@@ -43,15 +43,19 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from jiio_tasks.meta.train import _model, evaluate, tasksets
+    from jiio_tasks.meta.evaluate import evaluate
+    from jiio_tasks.meta.splits import meta_test_tasks
+    from jiio_tasks.meta.train import _model
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = _config(args)
     model = _model(cfg)
-    RunDir.existing(args.run).resume({"model": model})
+    RunDir.existing(args.run).load_model(model)
     torch.manual_seed(args.seed)
-    result = evaluate(model, tasksets(cfg)[1], cfg)
+    tasks = meta_test_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
+                            count=cfg.eval_tasks)
+    result = evaluate(model, tasks, cfg, progress=not args.no_progress)
     print(json.dumps(result))
     return 0
 
@@ -99,6 +103,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tasks", type=int, default=100,
                    help="fixed meta-test tasks for the accuracy (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (stderr)")
 
 
 def register(commands: Any) -> None:
@@ -110,7 +115,6 @@ def register(commands: Any) -> None:
                    "jac_reg)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (resumably) after this many minutes of training time (default: no limit)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_train)
     e = commands.eval.add_parser("meta", help="meta-test accuracy of a trained run")
     _common(e)

@@ -17,22 +17,28 @@ is drawn per shard: there a data-parallel step matches one process in distributi
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm  # type: ignore[import-untyped]
 
-from jiio_core.baselines import Adam, DEQSolver, InputOptimizationResult, optimize_input
+from jiio_core.baselines import Adam, InputOptimizationResult, optimize_input
+from jiio_core.deq import DEQSolver
 from jiio_core.problem import JointProblem, JointSolution
 from jiio_core.recipe import SolveSettings
+from jiio_core.validators import int_in, number_in, one_of, optional
+from jiio_tasks.data import TaskSet
 from jiio_tasks.distributed import DistEnv
+from jiio_tasks.loop import Loop, StepResult
+from jiio_tasks.meta.evaluate import evaluate
+from jiio_tasks.meta.splits import meta_test_tasks, meta_train_tasks
 from jiio_tasks.meta.tasks import RegularizedFewShot, TaskBatch, sample_batch
 from jiio_tasks.penalty import PenaltyDraw, penalty_seed
-from jiio_tasks.runs import RunDir, backward_and_step
+from jiio_tasks.runs import RunDir, RunError, atomic_torch_save
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
 from jiio_zoo.injections import FiLMInjection
@@ -57,14 +63,14 @@ class InnerSettings:
     (``None``: the config's ``backward_threshold``), both stopping at residual ``deq_tol``.
     """
 
-    iterations: int | None = None
-    reg: float = 0.01
-    normalized_x_step: bool | None = None
-    adam_steps: int = 20
-    adam_lr: float = 0.1
-    deq_iterations: int = 30
-    backward_iterations: int | None = None
-    deq_tol: float = 1e-4
+    iterations: int | None = attrs.field(default=None, validator=optional(int_in(1)))
+    reg: float = attrs.field(default=0.01, validator=number_in(0.0))
+    normalized_x_step: bool | None = attrs.field(default=None, validator=optional(one_of(True, False)))
+    adam_steps: int = attrs.field(default=20, validator=int_in(1))
+    adam_lr: float = attrs.field(default=0.1, validator=number_in(0.0, low_open=True))
+    deq_iterations: int = attrs.field(default=30, validator=int_in(1))
+    backward_iterations: int | None = attrs.field(default=None, validator=optional(int_in(1)))
+    deq_tol: float = attrs.field(default=1e-4, validator=number_in(0.0, low_open=True))
 
 
 def query_ce(logits: Tensor, batch: TaskBatch) -> Tensor:
@@ -119,51 +125,36 @@ def deq_solver(model: ZooModel, inner: InnerSettings) -> DEQSolver:
 def jiio_inner(model: ZooModel, batch: TaskBatch, inner: InnerSettings) -> JointSolution:
     """JIIO on the support images only, without gradients: ``x*`` and the support loss."""
     sb = support_part(batch)
-    model.set_context(sb.images)
-    try:
-        with torch.no_grad():
-            return jiio_problem(model, sb.support, inner).solve(sb.labels)
-    finally:
-        model.set_context(None)
+    with torch.no_grad():
+        return jiio_problem(model, sb.support, inner).solve(sb.labels, context=sb.images)
 
 
 def adam_inner(model: ZooModel, batch: TaskBatch, inner: InnerSettings) -> InputOptimizationResult:
     """Adam over the task vector on the support images only (each step a DEQ solve and an
     implicit backward); no gradient reaches θ."""
     sb = support_part(batch)
-    model.set_context(sb.images)
-    try:
-        objective = RegularizedFewShot(model.head, sb.support, inner.reg)
-        x0 = torch.zeros(sb.images.shape[0], *model.x_shape, dtype=sb.images.dtype, device=sb.images.device)
-        return optimize_input(model.layer, objective, sb.labels, x0, Adam(inner.adam_lr),
-                              inner.adam_steps, deq=deq_solver(model, inner))
-    finally:
-        model.set_context(None)
+    objective = RegularizedFewShot(model.head, sb.support, inner.reg)
+    x0 = torch.zeros(sb.images.shape[0], *model.x_shape, dtype=sb.images.dtype, device=sb.images.device)
+    return optimize_input(model.layer, objective, sb.labels, x0, Adam(inner.adam_lr),
+                          inner.adam_steps, deq=deq_solver(model, inner), context=sb.images)
 
 
 def support_loss(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings) -> Tensor:
     """Per-task inner loss (support CE + ``reg · ‖x‖²``) at the DEQ equilibrium of the support
     images under ``x``: the common yardstick of inner loops that stop at different iterates."""
     sb = support_part(batch)
-    model.set_context(sb.images)
-    try:
-        with torch.no_grad():
-            z = deq_solver(model, inner).solve(model.layer, x.detach()).z
-            out: Tensor = RegularizedFewShot(model.head, sb.support, inner.reg)(z, x.detach(), sb.labels)
-            return out
-    finally:
-        model.set_context(None)
+    with torch.no_grad():
+        z = deq_solver(model, inner).solve(model.layer, x.detach(), context=sb.images).z
+        out: Tensor = RegularizedFewShot(model.head, sb.support, inner.reg)(z, x.detach(), sb.labels)
+        return out
 
 
 def query_logits(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings) -> Tensor:
     """Query logits ``(B, Q, K)`` at the equilibrium of the query images under the fixed task
     vectors ``x``, differentiable in θ by implicit differentiation (``dx/dθ`` dropped)."""
-    model.set_context(query_part(batch).images)
-    try:
-        out: Tensor = model.head(deq_solver(model, inner).solve(model.layer, x.detach()).z)
-        return out
-    finally:
-        model.set_context(None)
+    images = query_part(batch).images
+    out: Tensor = model.head(deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z)
+    return out
 
 
 class DEQForward(NamedTuple):
@@ -180,15 +171,13 @@ class DEQForward(NamedTuple):
 def _query_forward(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings,
                    draw: PenaltyDraw | None) -> tuple[Tensor, Tensor | None]:
     """:func:`query_logits`, and the Jacobian penalty at the same query equilibrium if ``draw``."""
-    model.set_context(query_part(batch).images)
-    try:
-        z = deq_solver(model, inner).solve(model.layer, x.detach()).z
-        logits: Tensor = model.head(z)
-        if draw is None:
-            return logits, None
-        return logits, draw.penalty(model.layer, z, x.detach(), probes=_settings(model, inner).jacobian_probes)
-    finally:
-        model.set_context(None)
+    images = query_part(batch).images
+    z = deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z
+    logits: Tensor = model.head(z)
+    if draw is None:
+        return logits, None
+    return logits, draw.penalty(model.layer, z, x.detach(), context=images,
+                                probes=_settings(model, inner).jacobian_probes)
 
 
 def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings,
@@ -214,22 +203,19 @@ def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSett
         logits, jac = _query_forward(model, batch, res.x, inner, draw)
         return DEQForward(logits, res.x, res.loss.detach(), jac)
     if method == "jiio-kkt":
-        model.set_context(batch.images)
-        try:
-            if draw is None:
-                ksol = jiio_problem(model, batch.support, inner, kkt=True).solve(batch.labels)
-            else:  # jiio_problem's problem, with the penalty at a random iterate
-                problem = _settings(model, inner).problem(
-                    model.layer, RegularizedFewShot(model.head, batch.support, inner.reg), outer="kkt",
-                    x_shape=model.x_shape, jacobian_penalty=True,
-                )
-                ksol = problem.solve(batch.labels, generator=draw.joint_generator(batch.images.device))
-                if ksol.jacobian_penalty is None:
-                    raise RuntimeError("the joint solve returned no Jacobian penalty")
-            return DEQForward(model.head(ksol.z)[:, batch.support :], ksol.x, ksol.loss.detach(),
-                              ksol.jacobian_penalty)
-        finally:
-            model.set_context(None)
+        if draw is None:
+            ksol = jiio_problem(model, batch.support, inner, kkt=True).solve(batch.labels, context=batch.images)
+        else:  # jiio_problem's problem, with the penalty at a random iterate
+            problem = _settings(model, inner).problem(
+                model.layer, RegularizedFewShot(model.head, batch.support, inner.reg), outer="kkt",
+                x_shape=model.x_shape, jacobian_penalty=True,
+            )
+            ksol = problem.solve(batch.labels, context=batch.images,
+                                 generator=draw.joint_generator(batch.images.device))
+            if ksol.jacobian_penalty is None:
+                raise RuntimeError("the joint solve returned no Jacobian penalty")
+        return DEQForward(model.head(ksol.z)[:, batch.support :], ksol.x, ksol.loss.detach(),
+                          ksol.jacobian_penalty)
     raise ValueError(f"unknown DEQ method {method!r}")
 
 
@@ -265,13 +251,6 @@ def maml_step(maml: Any, batch: TaskBatch, adapt_steps: int) -> tuple[Tensor, fl
     return torch.stack(losses).mean(), sum(accs) / len(accs)
 
 
-def _opt_jac_reg(_: object, a: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                              or not math.isfinite(value) or value < 0):
-        raise ValueError(f"MetaTrainConfig.{a.name} (λ of the Jacobian penalty; None: the config's) must be "
-                         f"a finite number >= 0 or None, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class MetaTrainConfig:
     """One meta-training run. ``lr`` (of the config's optimiser; MAML: Adam at 1e-3) and
@@ -279,26 +258,26 @@ class MetaTrainConfig:
     config's values."""
 
     config: str = "glyphs_meta_small"
-    method: str = attrs.field(default="jiio", validator=attrs.validators.in_(METHODS))
-    steps: int = 200
-    seed: int = 0
-    meta_batch: int = 8
-    ways: int = 5
-    shots: int = 1
-    query_shots: int = 2
-    lr: float | None = None
-    inner: InnerSettings = attrs.field(factory=InnerSettings)
-    maml_lr: float = 0.4
-    maml_steps: int = 1
-    eval_tasks: int = 100
-    log_every: int = 10
-    save_every: int = 50
-    max_minutes: float | None = None
+    method: str = attrs.field(default="jiio", validator=one_of(*METHODS))
+    steps: int = attrs.field(default=200, validator=int_in(1))
+    seed: int = attrs.field(default=0, validator=int_in(0))
+    meta_batch: int = attrs.field(default=8, validator=int_in(1))
+    ways: int = attrs.field(default=5, validator=int_in(2))
+    shots: int = attrs.field(default=1, validator=int_in(1))
+    query_shots: int = attrs.field(default=2, validator=int_in(1))
+    lr: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
+    inner: InnerSettings = attrs.field(factory=InnerSettings, validator=attrs.validators.instance_of(InnerSettings))
+    maml_lr: float = attrs.field(default=0.4, validator=number_in(0.0, low_open=True))
+    maml_steps: int = attrs.field(default=1, validator=int_in(1))
+    eval_tasks: int = attrs.field(default=100, validator=int_in(1))
+    log_every: int = attrs.field(default=10, validator=int_in(1))
+    save_every: int = attrs.field(default=50, validator=int_in(1))
+    max_minutes: float | None = attrs.field(default=None, validator=optional(number_in(0.0, low_open=True)))
     #: the FiLM layer's initial weights (PyTorch's default Linear init) are multiplied by this:
     #: at 1 the task vector barely moves the logits of a fresh model, the inner loop cannot
     #: lower the support loss and the outer loop gets no signal
-    film_init_scale: float = 4.0
-    jac_reg: float | None = attrs.field(default=None, validator=_opt_jac_reg)
+    film_init_scale: float = attrs.field(default=4.0, validator=number_in(0.0, low_open=True))
+    jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
 
 
 def _model(cfg: MetaTrainConfig) -> nn.Module:
@@ -380,38 +359,15 @@ class MetaStep(nn.Module):
         return task + self.lam * pen, correct, task.detach(), jac.detach().sum()
 
 
-def tasksets(cfg: MetaTrainConfig) -> tuple[Any, Any]:
-    """The meta-train task stream (seeded by ``cfg.seed``) and the fixed meta-test tasks
-    (``cfg.eval_tasks`` of them, always the same for the same ways/shots/query shots)."""
-    from jiio_tasks.data import EmbeddedGlyphs, make_taskset
-
-    m = get_config(cfg.config).model
-    size = m.image_size if isinstance(m, MDEQConfig) else 28
-    train_ts = make_taskset(EmbeddedGlyphs("train", size=size), cfg.ways, cfg.shots, cfg.query_shots, seed=cfg.seed)
-    test_ts = make_taskset(EmbeddedGlyphs("test", size=size, seed=1), cfg.ways, cfg.shots, cfg.query_shots,
-                           num_tasks=cfg.eval_tasks, seed=12345)
+def tasksets(cfg: MetaTrainConfig) -> tuple[TaskSet, TaskSet]:
+    """The meta-train task stream of ``cfg`` (seeded by ``cfg.seed``) and its fixed meta-test
+    tasks (``cfg.eval_tasks`` of them): :func:`~jiio_tasks.meta.splits.meta_train_tasks` and
+    :func:`~jiio_tasks.meta.splits.meta_test_tasks`."""
+    train_ts = meta_train_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
+                                seed=cfg.seed)
+    test_ts = meta_test_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
+                              count=cfg.eval_tasks)
     return train_ts, test_ts
-
-
-def evaluate(model: nn.Module, tasks: Any, cfg: MetaTrainConfig, batch: int = 10) -> dict[str, float]:
-    """Mean query accuracy over the fixed meta-test tasks, and the inner-loop seconds."""
-    accs: list[float] = []
-    seconds = 0.0
-    items = list(tasks)
-    model.eval()
-    for i in range(0, len(items), batch):
-        from jiio_tasks.meta.tasks import collate
-
-        tb = collate(items[i : i + batch])
-        t0 = time.perf_counter()
-        if cfg.method == "maml":
-            _, acc = maml_step(model, tb, cfg.maml_steps)
-        else:
-            with torch.no_grad():
-                _, acc = step_loss(model, tb, cfg)
-        seconds += time.perf_counter() - t0
-        accs.append(acc * tb.images.shape[0])
-    return {"accuracy": sum(accs) / len(items), "inner_seconds": seconds, "tasks": float(len(items))}
 
 
 def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
@@ -439,71 +395,80 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
     lam = 0.0 if cfg.method == "maml" else float(zc.train.jac_reg if cfg.jac_reg is None else cfg.jac_reg)
     opt = (torch.optim.Adam(model.parameters(), lr=lr) if cfg.method == "maml"
            else make_optimizer(model.parameters(), zc, lr=lr))
-    start, extra = run.resume({"model": model}, {"opt": opt})
-    elapsed = float(extra.get("seconds", 0.0))
-    if env.is_main:  # records the settings; on resume refuses changed ones (jiio_tasks.runs)
-        run.begin({**attrs.asdict(cfg), "lr": lr, "jac_reg": lam, "world_size": env.world_size}, start, cfg.steps)
     train_ts, test_ts = tasksets(cfg)
-    # the task stream (TaskSet's private `random` state) continues where the saved run left it
-    if "taskset_rng" in extra:
-        train_ts.set_rng_state(extra["taskset_rng"])
+
+    def logged(s: Mapping[str, float]) -> dict[str, float]:
+        out = {"loss": s["task"], "query_accuracy": s["correct"] / s["queries"]}
+        return {**out, "jacobian": s["jac"] / cfg.meta_batch} if lam > 0 else out
+
+    loop = Loop(
+        run_dir=run, model=model, optimizer=opt,
+        config={**attrs.asdict(cfg), "lr": lr, "jac_reg": lam, "world_size": env.world_size},
+        steps=cfg.steps, save_every=cfg.save_every, log_every=cfg.log_every,
+        max_seconds=None if cfg.max_minutes is None else 60.0 * cfg.max_minutes,
+        progress=progress, title=f"meta/{cfg.method}", env=env, metrics=logged,
+        panels={"loss": "query cross-entropy", "query_accuracy": "query accuracy", "jacobian": "Jacobian penalty"},
+        # the task stream (TaskSet's private `random` state) continues where the saved run left it
+        state=lambda: {"taskset_rng": train_ts.rng_state()},
+        restore=lambda family: train_ts.set_rng_state(family["taskset_rng"]),
+    )
     step_module: nn.Module | None = None
     if isinstance(model, ZooModel):  # DDP around it when distributed, the module itself otherwise
         shard_start, _ = env.shard_bounds(cfg.meta_batch, name="meta_batch")
         step_module = env.wrap(MetaStep(model, cfg, cfg.meta_batch if env.is_distributed else None,
                                         lam=lam, shard_start=shard_start), reduce="sum")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and env.is_main),
-               desc=f"train meta/{cfg.method}")
-    for step in bar:
+
+    def step_fn(step: int) -> StepResult:
         batch = sample_batch(train_ts, cfg.meta_batch)  # the same global meta-batch on every rank
-        t0 = time.perf_counter()
         model.train()
-        stats: dict[str, float]
-        if step_module is None:
+        queries = float(batch.query_labels.numel()) / env.world_size  # summed over the ranks
+        if step_module is None:  # MAML (one process)
             loss, acc = step_loss(model, batch, cfg)
-            stats = {"task": float(loss.detach())}
-        else:
-            images, labels = env.shard((batch.images, batch.labels))
-            # the penalty's seed is a function of (seed, step): the same on every rank and on resume
-            seed = penalty_seed(cfg.seed, step) if lam > 0 else None
-            with env.rank_rng(cfg.seed, step):
-                loss, correct, task, jac = step_module(images, labels, batch.support, seed)
-            stats = {"task": float(task), "jac": float(jac), "correct": float(correct)}
-        backward_and_step(opt, loss, step)
-        elapsed += time.perf_counter() - t0
-        if env.is_distributed:
-            stats = env.sum(stats)
-            elapsed = env.max({"seconds": elapsed})["seconds"]
-        if step_module is not None:
-            acc = stats["correct"] / batch.query_labels.numel()
-        lv = stats["task"]
-        logged = {"loss": lv, "query_accuracy": acc}
-        if lam > 0:
-            logged["jacobian"] = stats["jac"] / cfg.meta_batch
-        done = step + 1
-        bar.set_postfix(loss=f"{lv:.3f}", acc=f"{acc:.2f}")
-        out_of_time = cfg.max_minutes is not None and elapsed >= 60.0 * cfg.max_minutes
-        if env.is_main and (done % cfg.log_every == 0 or done == cfg.steps or out_of_time):
-            run.log(done, **logged, seconds=elapsed)
-        if env.is_main and (done % cfg.save_every == 0 or done == cfg.steps or out_of_time):
-            run.save_state(done, {"model": model}, {"opt": opt},
-                           {"seconds": elapsed, "taskset_rng": train_ts.rng_state()})
-        if out_of_time:
-            break
-    final: dict[str, Any] = {"train_seconds": elapsed, "chance": 1.0 / cfg.ways}
+            return StepResult(loss, {"task": float(loss.detach()), "correct": acc * queries, "queries": queries,
+                                     "jac": 0.0})
+        images, labels = env.shard((batch.images, batch.labels))
+        # the penalty's seed is a function of (seed, step): the same on every rank and on resume
+        seed = penalty_seed(cfg.seed, step) if lam > 0 else None
+        with env.rank_rng(cfg.seed, step):
+            loss, correct, task, jac = step_module(images, labels, batch.support, seed)
+        return StepResult(loss, {"task": float(task), "jac": float(jac), "correct": float(correct),
+                                 "queries": queries})
+
+    result = loop.run(step_fn)
+    final: dict[str, Any] = {"chance": 1.0 / cfg.ways}
     if env.is_main:
         final = {**evaluate(model, test_ts, cfg), **final}
-        run.update(final=final)
-        run.plot_history({"loss": "query cross-entropy", "query_accuracy": "query accuracy",
-                          "jacobian": "Jacobian penalty"}, title=f"meta/{cfg.method}")
+
+    def checkpoint(path: Path) -> Path:
         if isinstance(model, ZooModel):  # the zoo checkpoint that jiio_zoo.load(..., weights=) reads
-            save(model, run.root / "model.pt",
-                 extra={"method": cfg.method, "steps": done_steps(run), "seed": cfg.seed, **final})
-    env.barrier()
-    return final
+            return save(model, path, extra={"method": cfg.method, "steps": result.steps_done, "seed": cfg.seed,
+                                            **final})
+        return save_maml(model, path, cfg)
+
+    return loop.finish(result, final, checkpoint)
 
 
-def done_steps(run: RunDir) -> int:
-    """Steps completed by the run (0 before its first save)."""
-    history = run.read_metrics().get("history", [])
-    return int(history[-1]["step"]) if history else 0
+MAML_FORMAT = "jiio-maml-cnn"
+
+
+def save_maml(maml: nn.Module, path: Path, cfg: MetaTrainConfig) -> Path:
+    """Write the MAML baseline's meta-learned network (:class:`SmallCNN` weights, its shape and
+    the MAML settings) atomically to ``path``; read back with :func:`load_maml`."""
+    net: Any = getattr(maml, "module", maml)  # learn2learn's MAML wraps the network as .module
+    payload = {"format": MAML_FORMAT, "ways": cfg.ways, "in_channels": int(net.features[0].in_channels),
+               "maml_lr": cfg.maml_lr, "maml_steps": cfg.maml_steps, "state_dict": net.state_dict()}
+    atomic_torch_save(path, payload)
+    return path
+
+
+def load_maml(path: str | Path) -> SmallCNN:
+    """The :class:`SmallCNN` saved by :func:`save_maml` (read as data only)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RunError(f"cannot read MAML checkpoint {path}: {str(err).strip().splitlines()[0]}") from err
+    if not isinstance(payload, dict) or payload.get("format") != MAML_FORMAT:
+        raise RunError(f"{path} is not a MAML checkpoint of jiio (format {payload.get('format')!r})")
+    net = SmallCNN(int(payload["ways"]), in_channels=int(payload["in_channels"]))
+    net.load_state_dict(payload["state_dict"])
+    return net

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from jiio_tasks.adversarial import splits
 from jiio_tasks.adversarial import train as adv_train
 from jiio_tasks.adversarial.train import AdvTrainConfig, TrainingStep, optimizer_step, train
 from jiio_tasks.distributed import DistEnv, launched, rank_seed
@@ -189,7 +190,7 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
     run2 = RunDir(two_ranks["run"])
     saved = torch.load(run2.state_path, weights_only=True)
     assert saved["step"] == 2
-    assert all(s["step"] == 2 for s in saved["optimizers"]["opt"]["state"].values())
+    assert all(s["step"] == 2 for s in saved["optimizers"]["optimizer"]["state"].values())
     assert not any(k.startswith(("module.", "model.")) for k in saved["modules"]["model"])  # unwrapped
     metrics = run2.read_metrics()
     assert [h["step"] for h in metrics["history"]] == [1, 2]
@@ -198,8 +199,8 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
     # the sharded final evaluation is the single-process one on the whole set
     f0, f1 = (r["final"] for r in two_ranks["ranks"])
     assert f0 == f1
-    _, te_y = adv_train.load_split("embedded", "test", None)
-    te_y = adv_train.eval_subset(torch.zeros(len(te_y), 1), te_y, 6)[1]
+    _, te_y = splits.load_split("embedded", "test", None)
+    te_y = splits.eval_subset(torch.zeros(len(te_y), 1), te_y, 6)[1]
     whole = fake_accuracies(None, None, te_y, 0.5)  # type: ignore[arg-type]
     assert {k: f0[k] for k in whole} == pytest.approx(whole, abs=1e-15)
 
@@ -219,7 +220,7 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
     assert final["steps_done"] == 3
     resumed = torch.load(run2.state_path, weights_only=True)
     assert resumed["step"] == 3
-    assert all(s["step"] == 3 for s in resumed["optimizers"]["opt"]["state"].values())
+    assert all(s["step"] == 3 for s in resumed["optimizers"]["optimizer"]["state"].values())
     assert [h["step"] for h in run2.read_metrics()["history"]] == [1, 2, 3]
     _assert_close(resumed["modules"]["model"], torch.load(ref.state_path, weights_only=True)["modules"]["model"])
 
@@ -256,7 +257,7 @@ def test_cli_under_torchrun_resumes_across_world_sizes(tmp_path: Path) -> None:
         assert f"steps_done={steps}" in done.stdout
         state = torch.load(run / "state.pt", weights_only=True)
         assert state["step"] == steps
-        assert all(s["step"] == steps for s in state["optimizers"]["opt"]["state"].values())
+        assert all(s["step"] == steps for s in state["optimizers"]["optimizer"]["state"].values())
     metrics = RunDir(run).read_metrics()
     assert [h["step"] for h in metrics["history"]] == [1, 2, 3]
     assert (run / "model.pt").is_file() and (run / "training_curve.png").is_file()

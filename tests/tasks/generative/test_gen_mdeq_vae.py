@@ -64,12 +64,12 @@ def test_training_step_resumes_and_test_time_jiio_starts_at_the_encoder_mean(tmp
     before = [p.detach().clone() for p in vae.parameters()]
     source = ImageSource(_Images(), 8, 1, "random")
     final = train_mdeq_vae(vae, source, RunDir(tmp_path / "run"), steps=2, progress=False, save_every=1)
-    assert final["steps"] == 2
+    assert final["steps_done"] == 2
     assert any(float((p.detach() - b).abs().max()) > 1e-6 for p, b in zip(vae.parameters(), before, strict=True))
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == [1, 2] and history[0]["jacobian"] > 0  # λ = 0.1 (config)
     again = MDEQVAE(tiny_decoder(seed=3), encoder_width=2)
-    RunDir(tmp_path / "run").resume({"mdeq_vae": again})
+    assert RunDir(tmp_path / "run").load_model(again) == 2
     for p, q in zip(vae.parameters(), again.parameters(), strict=True):
         torch.testing.assert_close(p, q)
     # JIIO from x0 = the latent that produced the images: already optimal, and the best

@@ -53,8 +53,9 @@ def test_training_steps_change_parameters(tmp_path: Path, mode: str, outer: str,
     assert [h["step"] for h in metrics["history"]] == [1, 2]
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in metrics["history"])
     assert metrics["history"][0]["jacobian"] > 0  # λ = 0.1 from the config: penalty computed
-    assert final["steps"] == 2
+    assert final["steps"] == final["steps_done"] == 2
     assert (tmp_path / "run" / "training_curve.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
     reloaded = load_model(tmp_path / "run" / "model.pt")
     torch.testing.assert_close(_params(reloaded), after)
 

@@ -23,7 +23,7 @@ def _cfg(steps: int) -> MetaTrainConfig:
 def _restored(run: RunDir) -> tuple[int, torch.nn.Module, torch.optim.Optimizer, dict[str, object]]:
     model = _model(_cfg(1))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    step, extra = run.resume({"model": model}, {"opt": opt})
+    step, extra = run.resume({"model": model}, {"optimizer": opt})
     return step, model, opt, extra
 
 
@@ -36,7 +36,7 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     step, _, opt, extra = _restored(split)
     assert step == 2
     assert all(int(s["step"]) == 2 for s in opt.state_dict()["state"].values())
-    assert "taskset_rng" in extra
+    assert "taskset_rng" in extra["family"]
     train(split, _cfg(4), progress=False)  # resumes at step 2
 
     s_step, s_model, s_opt, _ = _restored(straight)

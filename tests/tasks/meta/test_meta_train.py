@@ -4,6 +4,8 @@ same task vector, MAML against a hand-written functional inner step."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,14 +39,10 @@ def tiny_batch(seed: int = 1) -> TaskBatch:
 
 
 def unrolled_query_loss(model: ZooModel, batch: TaskBatch, x: Tensor, iters: int = 150) -> Tensor:
-    model.set_context(batch.images)
-    try:
-        z = model.layer.init_state(x)
-        for _ in range(iters):
-            z = model.layer(z, x)
-        return query_ce(model.head(z)[:, batch.support :], batch)
-    finally:
-        model.set_context(None)
+    z = model.layer.initial_state(x, batch.images)
+    for _ in range(iters):
+        z = model.layer(z, x, batch.images)
+    return query_ce(model.head(z)[:, batch.support :], batch)
 
 
 @pytest.mark.parametrize("method", ["jiio", "adam"])
@@ -70,14 +68,12 @@ def test_deq_meta_step_gradient_matches_unrolled_reference(method: str) -> None:
     assert n > 5  # cell, injection and head parameters all received a gradient
     # the inner loop lowered the support loss below its value at x = 0
     obj = RegularizedFewShot(model.head, batch.support, inner.reg)
-    model.set_context(batch.images)
     with torch.no_grad():
         x0 = torch.zeros_like(x)
-        z = model.layer.init_state(x0)
+        z = model.layer.initial_state(x0, batch.images)
         for _ in range(150):
-            z = model.layer(z, x0)
+            z = model.layer(z, x0, batch.images)
         start = obj(z, x0, batch.labels)
-    model.set_context(None)
     assert bool((support_loss < start).all()), (support_loss, start)
 
 
@@ -127,3 +123,20 @@ def test_maml_step_matches_functional_reference() -> None:
 def test_config_rejects_unknown_method() -> None:
     with pytest.raises(ValueError, match="method"):
         MetaTrainConfig(method="sgd")
+
+
+def test_maml_run_saves_its_network_and_accuracy_is_that_of_the_saved_network(tmp_path: Path) -> None:
+    import learn2learn as l2l
+
+    from jiio_tasks.meta.train import evaluate, load_maml, tasksets, train
+    from jiio_tasks.runs import RunDir
+
+    cfg = MetaTrainConfig(method="maml", steps=2, meta_batch=2, query_shots=1, eval_tasks=4, log_every=1)
+    final = train(RunDir(tmp_path / "maml"), cfg, progress=False)
+    net = load_maml(final["checkpoint"])
+    state = torch.load(tmp_path / "maml" / "state.pt", weights_only=True)["modules"]["model"]
+    for name, value in net.state_dict().items():  # the saved network is the trained one
+        torch.testing.assert_close(value, state[f"module.{name}"], rtol=0, atol=0)
+    again = l2l.algorithms.MAML(net, lr=cfg.maml_lr)
+    torch.manual_seed(0)
+    assert evaluate(again, tasksets(cfg)[1], cfg)["accuracy"] == final["accuracy"]
