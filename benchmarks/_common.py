@@ -162,7 +162,7 @@ def decoder_and_faces(name: str, count: int, device: torch.device, split: str = 
     ``device``: the first held-out faces (``split="test"``), or the *last* training faces
     (``split="train"``, for tuning without touching the held-out ones)."""
     from jiio_tasks.data import EmbeddedFaces
-    from jiio_tasks.generative.problem import image_shape
+    from jiio_tasks.imaging.problem import image_shape
     from jiio_zoo import load
 
     model = load(name, device=device).eval()

@@ -23,9 +23,9 @@ from typing import Any
 import _common as C
 import torch
 
-from jiio_tasks.generative.data import to_model
-from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.problem import jiio_problem
+from jiio_tasks.imaging.data import to_model
+from jiio_tasks.imaging.objectives import MeasurementObjective
+from jiio_tasks.imaging.problem import jiio_problem
 
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 

@@ -24,9 +24,9 @@ import _common as C
 import torch
 
 from jiio_core import StepOutput
-from jiio_tasks.generative.data import to_model
-from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.problem import jiio_problem
+from jiio_tasks.imaging.data import to_model
+from jiio_tasks.imaging.objectives import MeasurementObjective
+from jiio_tasks.imaging.problem import jiio_problem
 from jiio_tasks.speed import cpu_seconds
 
 

@@ -21,6 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 _FAMILIES = (
     "jiio_tasks.generative.cli",
+    "jiio_tasks.inverse.cli",
     "jiio_tasks.adversarial.cli",
     "jiio_tasks.meta.cli",
 )

@@ -1,11 +1,9 @@
-"""Generative modelling and inverse problems with JIIO (paper §4.1, §4.2, Appendix B.3–B.4).
+"""Generative modelling with JIIO (paper §4.1, Appendix B.3): a decoder-only MDEQ whose latents
+are inferred jointly with its equilibrium.
 
-- :mod:`~jiio_tasks.generative.operators`: measurement operators (noise, inpainting, blur),
-  MSE and PSNR on [0, 1] data.
-- :mod:`~jiio_tasks.generative.objectives`: the inner loss ``‖ŷ − A h(z)‖²`` (eq. 20, 22).
-- :mod:`~jiio_tasks.generative.problem`: the JIIO problem of a zoo decoder from its config.
-- :mod:`~jiio_tasks.generative.train`: JIIO training (generative, supervised inverse).
-- :mod:`~jiio_tasks.generative.evaluate`: reconstruction and inversion metrics, JIIO vs Adam.
+- :mod:`~jiio_tasks.generative.train`: JIIO training of the decoder (eq. 20).
+- :mod:`~jiio_tasks.generative.evaluate`: held-out reconstruction, JIIO vs Adam inversion,
+  sampling from a post-hoc density with its Fréchet distance.
 - :mod:`~jiio_tasks.generative.density`: post-hoc densities on latents (Gaussian mixture,
   small MLP VAE), sampling.
 - :mod:`~jiio_tasks.generative.frechet`: the Fréchet distance of two feature Gaussians.
@@ -14,7 +12,9 @@
 - :mod:`~jiio_tasks.generative.vae`, :mod:`~jiio_tasks.generative.mdeq_vae`: the ConvVAE and
   MDEQ-VAE baselines.
 - :mod:`~jiio_tasks.generative.table`: the Table-1-shaped comparison.
-- :mod:`~jiio_tasks.generative.splits`: the held-out and training faces every command uses.
-- :mod:`~jiio_tasks.generative.cli`: ``jiio train|eval|sample generative|inverse``,
+- :mod:`~jiio_tasks.generative.cli`: ``jiio train|eval|sample generative``,
   ``jiio train vae|mdeq-vae|features``, ``jiio eval vae|table1``.
+
+The faces, operators, inner loss, problem recipe, inversion and the decoder trainer are shared
+with the inverse-problem family (:mod:`jiio_tasks.imaging`, :mod:`jiio_tasks.inverse`).
 """

@@ -1,4 +1,4 @@
-"""``jiio train|eval|sample generative``, ``jiio train|eval inverse``, the baselines
+"""``jiio train|eval|sample generative``, the baselines
 (``jiio train|eval vae``, ``jiio train mdeq-vae``), the Fréchet feature net
 (``jiio train features``) and the Table-1 comparison (``jiio eval table1``).
 
@@ -15,58 +15,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jiio_tasks.imaging.arguments import (
+    CONFIG_HELP,
+    common_args,
+    held_out,
+    image_kwargs,
+    load_generator,
+    model_and_source,
+    run_training,
+    settings_kwargs,
+    setup,
+    train_args,
+)
+
 __all__ = ["register"]
 
-_CONFIG_HELP = "zoo config name or path to a .json config file (see `jiio config --help`"
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=None, help="CelebA root (default: the embedded faces; not accepted by train features)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: small convolutions are slower with more on shared cores)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="random seed: torch's global seed, and the seed of training, corruptions and sampling "
-                   "(default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars (stderr)")
-
-
-def _train_args(p: argparse.ArgumentParser, default_config: str) -> None:
-    p.add_argument("--config", default=default_config,
-                   help=_CONFIG_HELP + "); a fresh model is built from it (default: %(default)s)")
-    p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
-    p.add_argument("--steps", type=int, required=True, help="total training steps, counted across resumes")
-    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the config's value)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the config's value)")
-    p.add_argument("--jac-reg", type=float, default=None, help="λ of the Jacobian penalty (default: config)")
-    p.add_argument("--iterations", type=int, default=None, help="JIIO iterations per step (default: config)")
-    p.add_argument("--save-every", type=int, default=10,
-                   help="checkpoint the run every this many steps (and at the end) (default: %(default)s)")
-    p.add_argument("--init", default=None, help="start from this checkpoint's weights (same config)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where to train; under torchrun each process uses cuda:LOCAL_RANK (nccl) or the CPU "
-                   "(gloo) (default: %(default)s)")
-    _common(p)
 
 
 def register(commands: Any) -> None:
-    from jiio_tasks.generative.operators import CORRUPTIONS
 
     p = commands.train.add_parser("generative", help="train a decoder-only MDEQ with JIIO latents (eq. 20)")
-    _train_args(p, "faces_gen_small")
+    train_args(p, "faces_gen_small")
     p.set_defaults(handler=_train_generative)
-
-    p = commands.train.add_parser("inverse", help="train a supervised JIIO inverse-problem model (eq. 24)")
-    _train_args(p, "faces_gen_small")
-    p.add_argument("--task", choices=CORRUPTIONS, default="denoise0.2",
-                   help="corruption to invert: Gaussian noise σ=0.2/0.4, inpainting or blur (default: %(default)s)")
-    p.add_argument("--outer", choices=("kkt", "fixed-input"), default="kkt",
-                   help="outer gradient. kkt: exact implicit gradient; fixed-input: ignores dx*/dθ (cheaper) "
-                   "(default: %(default)s)")
-    p.set_defaults(handler=_train_inverse)
 
     p = commands.train.add_parser("vae", help="train the baseline ConvVAE sized like a zoo decoder")
     p.add_argument("--config", default="faces_gen_small",
-                   help="zoo decoder whose size and data to match: " + _CONFIG_HELP + ") (default: %(default)s)")
+                   help="zoo decoder whose size and data to match: " + CONFIG_HELP + ") (default: %(default)s)")
     p.add_argument("--match", choices=("decoder", "total"), default="decoder",
                    help="match the VAE's decoder (default) or whole VAE to the zoo decoder's parameter count")
     p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
@@ -77,17 +51,17 @@ def register(commands: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--beta", type=float, default=1.0,
                    help="weight of the KL term in the negative ELBO (default: %(default)s)")
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_train_vae)
 
     p = commands.eval.add_parser("vae", help="held-out reconstruction of a trained baseline VAE")
     p.add_argument("--config", default="faces_gen_small",
-                   help="the --config the VAE was trained with: " + _CONFIG_HELP + ") (default: %(default)s)")
+                   help="the --config the VAE was trained with: " + CONFIG_HELP + ") (default: %(default)s)")
     p.add_argument("--match", choices=("decoder", "total"), default="decoder",
                    help="the --match the VAE was trained with (default: %(default)s)")
     p.add_argument("--run-dir", required=True, help="the VAE's run directory")
     p.add_argument("--count", type=int, default=20, help="held-out images to reconstruct (default: %(default)s)")
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_eval_vae)
 
     p = commands.eval.add_parser("generative", help="held-out reconstruction and JIIO vs Adam inversion")
@@ -100,20 +74,8 @@ def register(commands: Any) -> None:
                    help="comma-separated starting grid of the Adam baseline's learning rate; the grid "
                    "is extended until the best rate is interior (default: 0.1,0.2,0.4,0.8)")
     p.add_argument("--count", type=int, default=20, help="held-out images to use (default: %(default)s)")
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_eval_generative)
-
-    p = commands.eval.add_parser("inverse", help="median PSNR of unsupervised (and supervised) inversion")
-    p.add_argument("--weights", required=True, help="generator checkpoint (unsupervised rows)")
-    p.add_argument("--supervised", action="append", default=[], metavar="TASK=PATH",
-                   help="a supervised checkpoint for TASK (repeatable)")
-    p.add_argument("--out", required=True, help="directory for the metrics and PNGs")
-    p.add_argument("--iterations", type=int, default=100, help="JIIO iterations at test time (default: %(default)s)")
-    p.add_argument("--count", type=int, default=20, help="held-out images to use (default: %(default)s)")
-    p.add_argument("--tasks", nargs="+", choices=CORRUPTIONS, default=list(CORRUPTIONS),
-                   help="corruptions to evaluate, one or more (default: all)")
-    _common(p)
-    p.set_defaults(handler=_eval_inverse)
 
     p = commands.sample.add_parser(
         "generative", help="fit a post-hoc density (GMM or VAE) on inferred latents, sample, Fréchet distance")
@@ -129,13 +91,13 @@ def register(commands: Any) -> None:
     p.add_argument("--iterations", type=int, default=100,
                    help="JIIO iterations inferring the training latents (default: %(default)s)")
     _feature_args(p)
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_sample_generative)
 
     p = commands.train.add_parser(
         "mdeq-vae", help="train the MDEQ-VAE baseline (conv encoder + the zoo MDEQ decoder, ELBO)")
     p.add_argument("--config", default="faces_gen_small",
-                   help="zoo decoder config (fresh weights): " + _CONFIG_HELP + ") (default: %(default)s)")
+                   help="zoo decoder config (fresh weights): " + CONFIG_HELP + ") (default: %(default)s)")
     p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
     p.add_argument("--steps", type=int, required=True, help="total training steps")
     p.add_argument("--seconds", type=float, default=None,
@@ -147,7 +109,7 @@ def register(commands: Any) -> None:
     p.add_argument("--jac-reg", type=float, default=None, help="λ of the Jacobian penalty (default: config)")
     p.add_argument("--encoder-width", type=int, default=16,
                    help="base channel width of the conv encoder (default: %(default)s)")
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_train_mdeq_vae)
 
     p = commands.train.add_parser(
@@ -157,7 +119,7 @@ def register(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3,
                    help="initial Adam learning rate, cosine-decayed (default: %(default)s)")
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_train_features)
 
     p = commands.eval.add_parser(
@@ -174,7 +136,7 @@ def register(commands: Any) -> None:
     p.add_argument("--components", type=int, default=5, help="GMM components (default: %(default)s)")
     p.add_argument("--count", type=int, default=20, help="held-out images (default: %(default)s)")
     _feature_args(p)
-    _common(p)
+    common_args(p)
     p.set_defaults(handler=_eval_table1)
 
 
@@ -186,86 +148,10 @@ def _feature_args(p: argparse.ArgumentParser) -> None:
                    help="rotation-net weights for the default feature space (default: the shipped faces_rotnet.pt)")
 
 
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-
-
-def _load_generator(name_or_path: str, *, weights: bool) -> Any:
-    """A checkpoint's model (``weights``) or a fresh zoo model of a config."""
-    from jiio_zoo import load
-    from jiio_zoo.checkpoint import load_model
-
-    if weights:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} does not exist (train one with `jiio train generative`)")
-        return load_model(path)
-    return load(name_or_path, pretrained=False)
-
-
-def _shape(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of the :mod:`~jiio_tasks.generative.splits` functions for ``model``."""
-    from jiio_tasks.generative.problem import image_shape
-
-    c, h, _ = image_shape(model)
-    return {"size": h, "channels": c, "data_root": args.data_root}
-
-
-def _held_out(model: Any, args: argparse.Namespace) -> Any:
-    """The ``--count`` held-out faces every ``jiio eval`` command scores on."""
-    from jiio_tasks.generative.splits import held_out_faces
-
-    return held_out_faces(args.count, **_shape(model, args))
-
-
-def _model_and_source(name_or_path: str, args: argparse.Namespace, *, weights: bool) -> Any:
-    """The model and its training stream (:func:`~jiio_tasks.generative.splits.training_stream`)."""
-    from jiio_tasks.generative.splits import training_stream
-
-    model = _load_generator(name_or_path, weights=weights)
-    return model, training_stream(**_shape(model, args))
-
-
-def _train(args: argparse.Namespace, mode: str) -> int:
-    from jiio_tasks.generative.train import TrainSettings, train
-    from jiio_tasks.runs import RunDir
-
-    _setup(args)
-    model, source = _model_and_source(args.config, args, weights=False)
-    if args.init is not None:
-        from jiio_zoo.checkpoint import load_into
-
-        if not Path(args.init).is_file():
-            raise FileNotFoundError(f"--init checkpoint {args.init} does not exist")
-        load_into(model, args.init)
-    settings = TrainSettings(
-        steps=args.steps,
-        mode=mode,  # type: ignore[arg-type]
-        corruption=getattr(args, "task", "denoise0.2"),
-        outer=getattr(args, "outer", "shortcut"),
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        jac_reg=args.jac_reg,
-        iterations=args.iterations,
-        save_every=args.save_every,
-        seed=args.seed,
-    )
-    from jiio_tasks.distributed import launched
-
-    with launched(args.device) as env:
-        final = train(model, source, RunDir(args.run_dir), settings, progress=not args.no_progress, env=env)
-    if env.is_main:
-        print(json.dumps(final, indent=2))
-    return 0
-
-
 def _train_generative(args: argparse.Namespace) -> int:
-    return _train(args, "generative")
+    from jiio_tasks.generative.train import TrainSettings, train
+
+    return run_training(args, train, TrainSettings(**settings_kwargs(args)))
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -278,17 +164,13 @@ def _float_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def _train_inverse(args: argparse.Namespace) -> int:
-    return _train(args, "supervised")
-
-
 def _eval_generative(args: argparse.Namespace) -> int:
     from jiio_tasks.generative.evaluate import evaluate_generative
 
-    _setup(args)
-    model = _load_generator(args.weights, weights=True)
+    setup(args)
+    model = load_generator(args.weights, weights=True)
     result = evaluate_generative(
-        model, _held_out(model, args), Path(args.out), iterations=args.iterations,
+        model, held_out(model, args), Path(args.out), iterations=args.iterations,
         adam_steps=args.adam_steps, adam_lrs=args.adam_lrs, progress=not args.no_progress,
     )
     print(json.dumps(result, indent=2))
@@ -303,35 +185,14 @@ def _eval_generative(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_inverse(args: argparse.Namespace) -> int:
-    from jiio_tasks.generative.evaluate import evaluate_inverse
-    from jiio_zoo.checkpoint import load_model
-
-    _setup(args)
-    model = _load_generator(args.weights, weights=True)
-    supervised = {}
-    for item in args.supervised:
-        task, sep, path = item.partition("=")
-        if not sep:
-            raise ValueError(f"--supervised expects TASK=PATH, got {item!r}")
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"supervised weights {path} do not exist")
-        supervised[task] = load_model(path)
-    result = evaluate_inverse(model, _held_out(model, args), Path(args.out), supervised=supervised,
-                              tasks=tuple(args.tasks), iterations=args.iterations, seed=args.seed,
-                              progress=not args.no_progress)
-    print(json.dumps(result, indent=2))
-    return 0
-
-
 def _sample_generative(args: argparse.Namespace) -> int:
     from jiio_tasks.generative.evaluate import sample_generative
     from jiio_tasks.generative.features import feature_space
-    from jiio_tasks.generative.splits import training_faces
+    from jiio_tasks.imaging.splits import training_faces
 
-    _setup(args)
-    model = _load_generator(args.weights, weights=True)
-    train_images = training_faces(**_shape(model, args))
+    setup(args)
+    model = load_generator(args.weights, weights=True)
+    train_images = training_faces(**image_kwargs(model, args))
     features = feature_space(args.inception, args.rotnet) if args.frechet_samples > 0 else None
     result = sample_generative(model, train_images, Path(args.out),
                                components=args.components, count=args.count,
@@ -346,8 +207,8 @@ def _train_mdeq_vae(args: argparse.Namespace) -> int:
     from jiio_tasks.generative.mdeq_vae import MDEQVAE, train_mdeq_vae
     from jiio_tasks.runs import RunDir
 
-    _setup(args)
-    decoder, source = _model_and_source(args.config, args, weights=False)
+    setup(args)
+    decoder, source = model_and_source(args.config, args, weights=False)
     vae = MDEQVAE(decoder, encoder_width=args.encoder_width)
     final = train_mdeq_vae(vae, source, RunDir(args.run_dir), steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.lr, beta=args.beta, jac_reg=args.jac_reg,
@@ -362,7 +223,7 @@ def _train_features(args: argparse.Namespace) -> int:
     import sys
 
     from jiio_tasks.generative.features import RotationNet, train_rotation_net
-    from jiio_tasks.generative.splits import held_out_faces, training_stream
+    from jiio_tasks.imaging.splits import held_out_faces, training_stream
 
     if getattr(args, "data_root", None) is not None:
         raise ValueError(
@@ -370,7 +231,7 @@ def _train_features(args: argparse.Namespace) -> int:
             "the embedded faces only; drop --data-root (for CelebA, pass Inception weights to "
             "'jiio sample generative --inception PATH' instead)"
         )
-    _setup(args)
+    setup(args)
     train = training_stream(size=RotationNet.size, channels=1)
     test = held_out_faces(None, size=RotationNet.size, channels=1)
     command = "jiio " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("jiio") else ""
@@ -396,21 +257,21 @@ def _load_mdeq_vae(run_dir: str) -> Any:
 
 def _eval_table1(args: argparse.Namespace) -> int:
     from jiio_tasks.generative.features import feature_space
-    from jiio_tasks.generative.splits import training_faces
     from jiio_tasks.generative.table import generative_table
+    from jiio_tasks.imaging.splits import training_faces
     from jiio_tasks.runs import RunDir
     from jiio_zoo import load
     from jiio_zoo.checkpoint import load_model
 
-    _setup(args)
+    setup(args)
     if args.weights is None:
         model = load("faces_gen_small")
     else:
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"--weights {args.weights} does not exist")
         model = load_model(args.weights)
-    test = _held_out(model, args)
-    train = training_faces(**_shape(model, args))
+    test = held_out(model, args)
+    train = training_faces(**image_kwargs(model, args))
     conv = None
     if args.vae_run is not None:
         args.config, args.match = model.config.name, args.vae_match
@@ -426,8 +287,8 @@ def _eval_table1(args: argparse.Namespace) -> int:
 
 
 def _vae_for(args: argparse.Namespace) -> Any:
-    from jiio_tasks.generative.problem import image_shape
     from jiio_tasks.generative.vae import ConvVAE
+    from jiio_tasks.imaging.problem import image_shape
     from jiio_zoo import load
     from jiio_zoo.configs import MDEQConfig
 
@@ -446,11 +307,11 @@ def _vae_for(args: argparse.Namespace) -> Any:
 
 
 def _train_vae(args: argparse.Namespace) -> int:
-    from jiio_tasks.generative.splits import training_stream
     from jiio_tasks.generative.vae import train_vae
+    from jiio_tasks.imaging.splits import training_stream
     from jiio_tasks.runs import RunDir
 
-    _setup(args)
+    setup(args)
     vae, target, h, c = _vae_for(args)
     source = training_stream(size=h, channels=c, data_root=args.data_root)
     final = train_vae(vae, source, RunDir(args.run_dir), steps=args.steps, batch_size=args.batch_size,
@@ -465,12 +326,12 @@ def _train_vae(args: argparse.Namespace) -> int:
 def _eval_vae(args: argparse.Namespace) -> int:
     import torch
 
-    from jiio_tasks.generative.operators import mse, psnr
-    from jiio_tasks.generative.splits import held_out_faces
+    from jiio_tasks.imaging.operators import mse, psnr
+    from jiio_tasks.imaging.splits import held_out_faces
     from jiio_tasks.progress import progress_bar
     from jiio_tasks.runs import RunDir
 
-    _setup(args)
+    setup(args)
     vae, _, h, c = _vae_for(args)
     run = RunDir.existing(args.run_dir)
     run.load_model(vae)

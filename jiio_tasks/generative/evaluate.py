@@ -1,5 +1,5 @@
-"""Evaluation: held-out reconstruction, JIIO vs Adam latent inversion (Fig. 3, Table 3),
-inverse-problem PSNR (Table 4), and sampling from a post-hoc density (Gaussian mixture or a
+"""Evaluation of the generative family: held-out reconstruction, JIIO vs Adam latent inversion
+(Fig. 3, Table 3), and sampling from a post-hoc density (Gaussian mixture or a
 small VAE on the latents) with the Fréchet distance of the samples.
 
 All metrics are on [0, 1] images (PSNR data range 1). Times are wall-clock seconds on the
@@ -25,110 +25,27 @@ import torch
 from torch import Tensor
 
 from jiio_core import Adam, optimize_input
-from jiio_tasks.generative.data import from_model, to_model
 from jiio_tasks.generative.density import fit_gmm, fit_latent_vae
 from jiio_tasks.generative.features import FeatureSpace
 from jiio_tasks.generative.frechet import frechet_distance, gaussian_stats
-from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.operators import CORRUPTIONS, Measurement, corruption, mse, psnr
-from jiio_tasks.generative.problem import jiio_problem
+from jiio_tasks.imaging.data import from_model, to_model
+from jiio_tasks.imaging.inversion import activation, decode_latents, infer, save_grid
+from jiio_tasks.imaging.objectives import MeasurementObjective
+from jiio_tasks.imaging.operators import mse, psnr
+from jiio_tasks.imaging.problem import jiio_problem
 from jiio_tasks.progress import progress_bar
 from jiio_tasks.runs import RunDir
 from jiio_tasks.speed import compare, cpu_seconds
-from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
 from jiio_zoo.recipe import deq_solver
 
 __all__ = [
-    "decode_latents",
     "evaluate_generative",
-    "evaluate_inverse",
     "fit_density",
     "image_frechet",
-    "infer",
     "jiio_vs_adam",
     "sample_generative",
-    "save_grid",
 ]
-
-
-def _activation(model: ZooModel) -> str:
-    m = model.config.model
-    return m.output_activation if isinstance(m, MDEQConfig) else "none"
-
-
-def save_grid(rows: list[Tensor], path: Path, title: str | None = None) -> Path:
-    """Rows of ``(N, C, H, W)`` [0, 1] images tiled into one PNG (1 px gaps)."""
-    n = max(r.shape[0] for r in rows)
-    c, h, w = rows[0].shape[1:]
-    canvas = torch.ones(c, len(rows) * (h + 1) - 1, n * (w + 1) - 1)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row.detach().float().cpu().clamp(0, 1)):
-            canvas[:, i * (h + 1) : i * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = img
-    arr = canvas.permute(1, 2, 0).numpy()
-    fig = plt.figure(figsize=(max(2.0, n * w / 24), max(1.0, len(rows) * h / 24) + (0.4 if title else 0)))
-    ax = fig.add_axes((0.0, 0.0, 1.0, 0.9 if title else 1.0))
-    ax.imshow(arr[..., 0] if c == 1 else arr, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
-              interpolation="nearest")
-    ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def infer(
-    model: ZooModel,
-    observed: Tensor,
-    operator: Measurement | None = None,
-    *,
-    iterations: int | None = None,
-    chunk: int = 16,
-    x0: Tensor | None = None,
-    progress: bool = False,
-    desc: str = "JIIO inversion",
-) -> tuple[Tensor, Tensor, Tensor]:
-    """JIIO latents for model-range observations: returns ``(x*, h(z*(x*)), ℓ*)`` (no grad),
-    the image and loss at the DEQ equilibrium of the returned latents (re-solved to 1e-5).
-    ``x0`` (``(B, *x_shape)``, default zeros) is the starting latent, e.g. an encoder's mean.
-    ``progress`` shows a bar (stderr, labelled ``desc``) over the chunks of ``chunk`` images."""
-    if x0 is not None and x0.shape != (observed.shape[0], *model.x_shape):
-        raise ValueError(
-            f"x0 must have shape {(observed.shape[0], *model.x_shape)}, got {tuple(x0.shape)}"
-        )
-    objective = MeasurementObjective(model.head)
-    problem = jiio_problem(model, objective, iterations=iterations)
-    xs, outs, losses = [], [], []
-    model.eval()
-    bar = progress_bar(math.ceil(observed.shape[0] / chunk), desc, enabled=progress, unit="chunk")
-    with torch.no_grad():
-        for start in range(0, observed.shape[0], chunk):
-            part = observed[start : start + chunk]
-            op = None if operator is None else operator.select(start, start + chunk)
-            sol = problem.solve(part, None if x0 is None else x0[start : start + chunk].to(part.dtype), context=op)
-            # scored at the equilibrium of the returned latents, not at the joint iterate
-            eq = problem.equilibrium(part, sol.x, context=op, tol=1e-5, z0=sol.z)
-            xs.append(sol.x)
-            outs.append(model.decode(eq.z))
-            losses.append(eq.loss)
-            bar.update()
-    bar.close()
-    return torch.cat(xs), torch.cat(outs), torch.cat(losses)
-
-
-def decode_latents(model: ZooModel, x: Tensor, *, chunk: int = 64, progress: bool = False) -> Tensor:
-    """``h(z*(x))`` by a forward DEQ solve (model range), ``chunk`` latents at a time
-    (``progress``: a bar on stderr over the chunks)."""
-    deq = deq_solver(model, max_iter=4 * model.config.solver.forward_threshold, tol=1e-5)
-    parts = x.split(chunk)
-    out = []
-    with torch.no_grad(), progress_bar(len(parts), "decoding latents", enabled=progress, unit="chunk") as bar:
-        for part in parts:
-            out.append(model.decode(deq.solve(model.layer, part).z))
-            bar.update()
-    return torch.cat(out)
 
 
 def _running_best(trace: Tensor) -> Tensor:
@@ -169,11 +86,11 @@ def jiio_vs_adam(
     (of :data:`JIIO_ITERATIONS` up to ``iterations``) from which on JIIO's score stays at or
     below the best Adam's; both then timed by CPU time over ``repeats`` interleaved runs.
     The JIIO solve's cost is also given in plain DEQ forward solves (the config's solver).
-    ``overrides`` change JIIO's solve settings (see :func:`~jiio_tasks.generative.problem.jiio_problem`).
+    ``overrides`` change JIIO's solve settings (see :func:`~jiio_tasks.imaging.problem.jiio_problem`).
     ``adam_reference`` reuses the ``(adam_lr, adam_lr_sweep)`` of an earlier call on the same
     images (to compare several JIIO settings against one Adam sweep); ``time_it=False`` skips
     the timing (then only ``k*`` and the scores are returned)."""
-    y = to_model(images, _activation(model))
+    y = to_model(images, activation(model))
     model.eval()
     objective = MeasurementObjective(model.head)
     deq = deq_solver(model)
@@ -259,7 +176,7 @@ def evaluate_generative(
     """Held-out reconstruction MSE/PSNR by JIIO (``iterations``), a reconstruction grid, and
     the JIIO vs Adam inversion benchmark with its plot; written to ``out/metrics.json``.
     ``progress`` shows bars on stderr: the reconstruction's chunks, then the benchmark's runs."""
-    act = _activation(model)
+    act = activation(model)
     t0 = time.perf_counter()
     _, recon, _ = infer(model, to_model(images, act), iterations=iterations, progress=progress,
                         desc="JIIO reconstruction")
@@ -283,56 +200,6 @@ def evaluate_generative(
         model, images[:bench_images], iterations=iterations, adam_steps=adam_steps, adam_lrs=adam_lrs,
         plot=out / "cost_vs_time.png", progress=progress,
     )
-    RunDir(out).update(final=result)
-    return result
-
-
-def evaluate_inverse(
-    model: ZooModel,
-    images: Tensor,
-    out: Path,
-    *,
-    supervised: dict[str, ZooModel] | None = None,
-    tasks: tuple[str, ...] = CORRUPTIONS,
-    iterations: int = 100,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Median PSNR (data range [0, 1]) of each task: the corrupted observation itself, the
-    unsupervised JIIO inversion with ``model`` (eq. 22) and, for tasks in ``supervised``, the
-    supervised JIIO model (eq. 24). Corruptions are seeded (``seed``), the same for all rows.
-    ``progress`` shows a bar on stderr per inversion (task and row)."""
-    supervised = supervised or {}
-    table: dict[str, dict[str, float]] = {}
-    grids: list[Tensor] = []
-    for task in tasks:
-        row: dict[str, float] = {}
-        runs = [("unsupervised", model)]
-        if task in supervised:
-            runs.append(("supervised", supervised[task]))
-        for label, m in runs:
-            act = _activation(m)
-            y = to_model(images, act)
-            op, observed = corruption(task, 2.0 if act == "tanh" else 1.0)(y, torch.Generator().manual_seed(seed))
-            _, recon, _ = infer(m, observed, op, iterations=iterations, progress=progress,
-                                desc=f"{task}, {label}")
-            recon01 = from_model(recon, act).clamp(0, 1)
-            row[label] = float(psnr(recon01, images).median())
-            if label == "unsupervised":
-                obs01 = from_model(observed, act).clamp(0, 1)
-                row["observed"] = float(psnr(obs01, images).median())
-                grids += [obs01[:8], recon01[:8]]
-        table[task] = row
-    out.mkdir(parents=True, exist_ok=True)
-    save_grid([images[:8], *grids], out / "inverse.png",
-              "clean; then per task: observed, unsupervised JIIO (" + ", ".join(tasks) + ")")
-    lines = ["| rows | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for label in ("supervised", "unsupervised", "observed"):
-        cells = [f"{table[t][label]:.2f}" if label in table[t] else "–" for t in tasks]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    md = "Median PSNR (dB, data range [0, 1])\n\n" + "\n".join(lines) + "\n"
-    (out / "table.md").write_text(md, encoding="utf8")
-    result = {"data_range": "[0, 1]", "iterations": iterations, "median_psnr": table, "table": md}
     RunDir(out).update(final=result)
     return result
 
@@ -373,7 +240,7 @@ def sample_generative(
     samples goes to ``out/samples.png``. With ``features``, also the Fréchet distance between
     ``frechet_samples`` samples and ``train_images`` in that feature space. ``progress`` shows
     a bar on stderr for each stage (inference, density fit, decoding, features)."""
-    act = _activation(model)
+    act = activation(model)
     x, _, _ = infer(model, to_model(train_images, act), iterations=iterations, progress=progress,
                     desc="JIIO latents of the training images")
     dens, summary = fit_density(x, density, components=components, seed=seed, progress=progress)

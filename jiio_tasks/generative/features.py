@@ -239,7 +239,7 @@ def train_rotation_net(
 ) -> dict[str, Any]:
     """Train a :class:`RotationNet` on batches from ``train_images`` (an object with
     ``batch(n)`` returning augmented ``(n, 1, H, W)`` [0, 1] images, e.g. an
-    :class:`~jiio_tasks.generative.data.ImageSource`); Adam with a cosine learning-rate decay.
+    :class:`~jiio_tasks.imaging.data.ImageSource`); Adam with a cosine learning-rate decay.
     Reports the rotation accuracy on all four rotations of ``test_images`` and writes the
     weights file ``out`` (atomically). ``progress`` shows the steps on stderr."""
     if steps < 1:

@@ -11,7 +11,7 @@ config's ``jac_reg``, as for the JIIO-trained decoder).
 
 "Test-time JIIO on its decoder" (Table 1, MDEQ-VAE w/ JIIO): the latent starts at the encoder
 mean and is refined by JIIO on the reconstruction loss
-(:func:`jiio_tasks.generative.evaluate.infer` with ``x0 = μ``).
+(:func:`jiio_tasks.imaging.inversion.infer` with ``x0 = μ``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jiio_core import hutchinson_jacobian_norm
-from jiio_tasks.generative.data import ImageSource
-from jiio_tasks.generative.problem import image_shape
 from jiio_tasks.generative.vae import gaussian_kl
+from jiio_tasks.imaging.data import ImageSource
+from jiio_tasks.imaging.problem import image_shape
 from jiio_tasks.loop import Loop, StepResult
 from jiio_tasks.runs import RunDir
 from jiio_zoo.configs import MDEQConfig

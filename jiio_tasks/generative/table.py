@@ -27,19 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from jiio_tasks.generative.data import from_model, to_model
-from jiio_tasks.generative.evaluate import (
-    _activation,
-    decode_latents,
-    fit_density,
-    image_frechet,
-    infer,
-    save_grid,
-)
+from jiio_tasks.generative.evaluate import fit_density, image_frechet
 from jiio_tasks.generative.features import FeatureSpace
 from jiio_tasks.generative.mdeq_vae import MDEQVAE
-from jiio_tasks.generative.operators import mse, psnr
 from jiio_tasks.generative.vae import ConvVAE
+from jiio_tasks.imaging.data import from_model, to_model
+from jiio_tasks.imaging.inversion import activation, decode_latents, infer, save_grid
+from jiio_tasks.imaging.operators import mse, psnr
 from jiio_tasks.runs import RunDir
 from jiio_zoo.model import ZooModel
 
@@ -105,7 +99,7 @@ def generative_table(
     sample_names: list[str] = []
     n_show = 10
     if jiio is not None:
-        act = _activation(jiio)
+        act = activation(jiio)
         t0 = time.perf_counter()
         _, recon, _ = infer(jiio, to_model(test_images, act), iterations=iterations, progress=progress,
                             desc="JIIO reconstruction")
@@ -145,7 +139,7 @@ def generative_table(
     if mdeq_vae is not None:
         mdeq_vae.eval()
         dec = mdeq_vae.decoder
-        act = _activation(dec)
+        act = activation(dec)
         t0 = time.perf_counter()
         with torch.no_grad():
             mu, _ = mdeq_vae.encode(test_images)

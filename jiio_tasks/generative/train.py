@@ -1,256 +1,40 @@
-"""Training a decoder-only MDEQ with JIIO latents (eq. 20) and supervised inverse models (eq. 24).
+"""Training a decoder-only MDEQ with JIIO latents (paper eq. 20): the generative family's step.
 
-Every step solves a :class:`jiio_core.JointProblem` for the batch from ``x = 0`` (no latent is
-stored between steps): the latent codes are inferred jointly with the equilibrium. The loss
-is the mean squared error per pixel, plus ``λ ·`` the Hutchinson Jacobian penalty at a random
-iterate (λ = the config's ``jac_reg`` unless overridden); Adam updates ``θ`` (layer,
-injection and head). Runs are resumable (:class:`jiio_tasks.runs.RunDir`) and write
-``metrics.json``; the final weights go to ``model.pt`` in the run directory (a
-:mod:`jiio_zoo.checkpoint` file, loadable with ``jiio_zoo.load(name, weights=...)``).
+Each step infers the latents of a clean batch jointly with the equilibrium and fits the
+decoder to the batch (outer loss = inner loss, the per-pixel MSE), plus ``λ ·`` the Jacobian
+penalty; the shared decoder trainer (:func:`jiio_tasks.imaging.training.train_decoder`) runs
+it through the one training loop.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
-import torch
-from torch import Tensor, nn
 
-from jiio_core import JointProblem, Relation
-from jiio_core.validators import int_in, number_in, one_of, optional
+from jiio_core.validators import one_of
 from jiio_tasks.distributed import DistEnv
-from jiio_tasks.generative.data import ImageSource, from_model, to_model
-from jiio_tasks.generative.objectives import MeasurementObjective
-from jiio_tasks.generative.operators import CORRUPTIONS, Corruption, Measurement, corruption, mse
-from jiio_tasks.generative.problem import OUTER_CHOICES, jiio_problem, outer_gradient
-from jiio_tasks.loop import Loop, StepResult
+from jiio_tasks.imaging.data import ImageSource
+from jiio_tasks.imaging.problem import OUTER_CHOICES
+from jiio_tasks.imaging.training import DecoderSettings, train_decoder
 from jiio_tasks.runs import RunDir
-from jiio_zoo.checkpoint import save
-from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
-from jiio_zoo.recipe import make_optimizer
 
-__all__ = ["GenerativeStep", "TrainSettings", "train"]
-
-Mode = Literal["generative", "supervised"]
+__all__ = ["TrainSettings", "train"]
 
 
 @attrs.frozen(kw_only=True)
-class TrainSettings:
-    """What to train and for how long (``None`` fields take the model config's value)."""
+class TrainSettings(DecoderSettings):
+    """The generative run: :class:`~jiio_tasks.imaging.training.DecoderSettings` and the outer
+    gradient (``"shortcut"``, the paper's eq. 19, is exact here since the outer loss is the
+    inner one)."""
 
-    steps: int = attrs.field(validator=int_in(1))
-    mode: Mode = attrs.field(default="generative", validator=one_of("generative", "supervised"))
-    corruption: str = attrs.field(default="denoise0.2", validator=one_of(*CORRUPTIONS))
     outer: str = attrs.field(default="shortcut", validator=one_of(*OUTER_CHOICES))
-    batch_size: int | None = attrs.field(default=None, validator=optional(int_in(1)))
-    learning_rate: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
-    jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
-    iterations: int | None = attrs.field(default=None, validator=optional(int_in(1)))
-    save_every: int = attrs.field(default=10, validator=int_in(1))
-    seed: int = attrs.field(default=0, validator=int_in(0))
-
-    def __attrs_post_init__(self) -> None:
-        if self.mode == "supervised" and self.outer == "shortcut":
-            raise ValueError(
-                "TrainSettings.outer='shortcut' is exact only when the outer loss equals the inner "
-                "loss; supervised inverse training (eq. 24) needs 'kkt' (exact) or 'fixed-input' "
-                "(ignores dx*/dθ)"
-            )
 
 
-def _activation(model: ZooModel) -> str:
-    m = model.config.model
-    return m.output_activation if isinstance(m, MDEQConfig) else "none"
-
-
-class GenerativeStep(nn.Module):
-    """One training loss as a module (what :meth:`DistEnv.wrap` puts in DDP): the JIIO solve of
-    a batch and its outer loss plus ``λ ·`` the Jacobian penalty.
-
-    With ``global_batch`` (data-parallel runs) the loss is the sum over this shard divided by
-    the global batch size, to be summed over the ranks (``wrap(..., reduce="sum")``): every
-    sample's cotangent is then the same as in one process, which matters because the implicit
-    backward solves stop at an absolute tolerance. Without it the loss is the batch mean.
-    Returns the loss and, detached, the shard's sums of the outer loss, inner loss and penalty
-    and the per-sample KKT residuals (for logging).
-    """
-
-    def __init__(self, model: ZooModel, problem: JointProblem, lam: float, global_batch: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "problem", problem)  # shares the model's parameters: not a submodule
-        self.lam = float(lam)
-        self.global_batch = global_batch
-
-    def forward(
-        self, clean: Tensor, observed: Tensor | None = None, operator: Measurement | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        problem: JointProblem = self.problem  # type: ignore[assignment]
-        if observed is not None:
-            if operator is None:
-                raise ValueError("GenerativeStep: an observed batch needs its measurement operator")
-            sol = problem.solve(observed, context=operator)
-            outer = mse(self.model.decode(sol.z), clean)
-        else:
-            sol = problem.solve(clean)
-            outer = sol.loss
-        n = clean.shape[0]
-        jac = sol.jacobian_penalty
-        jac_sum = clean.new_zeros(()) if jac is None else (jac.sum() if jac.ndim else jac * n)
-        if self.global_batch is None:
-            loss = outer.mean() + (0.0 if jac is None else self.lam * jac_sum / n)
-        else:
-            loss = (outer.sum() + self.lam * jac_sum) / self.global_batch
-        return (loss, outer.detach().sum(), sol.loss.detach().sum(), jac_sum.detach(),
-                sol.kkt_residual.detach())
-
-
-def train(
-    model: ZooModel,
-    source: ImageSource,
-    run: RunDir,
-    settings: TrainSettings,
-    *,
-    progress: bool = True,
-    env: DistEnv | None = None,
-) -> dict[str, Any]:
-    """Train ``model`` in place for ``settings.steps`` steps in total (resuming from ``run``
-    if it holds a state); returns the final metrics entry written to ``metrics.json``.
-
-    ``env`` (default: one process on the CPU) is this process's place in a data-parallel job
-    (``torchrun``; docs/distributed.md): every rank draws the same global batch and solves
-    its contiguous shard; DDP sums the gradients of the per-shard losses (each divided by the
-    global batch size); only rank 0 writes the run directory, whose checkpoints do not depend
-    on the world size. Randomness inside a sample's computation (corruptions, the penalty's
-    random iterate and probes) comes from a per-rank stream when there are 2+ processes."""
-    env = DistEnv() if env is None else env
-    cfg = model.config
-    lr = cfg.train.learning_rate if settings.learning_rate is None else settings.learning_rate
-    lam = cfg.train.jac_reg if settings.jac_reg is None else settings.jac_reg
-    batch = cfg.train.batch_size if settings.batch_size is None else settings.batch_size
-    env.shard_bounds(batch, name="batch_size")
-    model.to(env.device)
-    act = _activation(model)
-    scale = 2.0 if act == "tanh" else 1.0
-    supervised = settings.mode == "supervised"
-    objective = MeasurementObjective(model.head, relation=Relation.OTHER if supervised else Relation.SAME)
-    problem = jiio_problem(
-        model,
-        objective,
-        outer=outer_gradient(settings.outer),
-        iterations=settings.iterations,
-        jacobian_penalty=lam > 0,
-    )
-    corr = corruption(settings.corruption, scale) if supervised else None
-    opt = make_optimizer(model.parameters(), cfg, lr=lr)
-    loop = Loop(
-        run_dir=run,
-        model=model,
-        optimizer=opt,
-        config={
-            "model": cfg.name,
-            "settings": attrs.asdict(settings),
-            "learning_rate": lr,
-            "jac_reg": lam,
-            "batch_size": batch,
-            "iterations": problem.max_iter,
-            "data": source.name,
-            "data_range": "[0, 1] (metrics); model range " + ("[-1, 1]" if scale == 2.0 else "[0, 1]"),
-            "world_size": env.world_size,
-        },
-        steps=settings.steps,
-        save_every=settings.save_every,
-        seed=settings.seed,
-        progress=progress,
-        title=f"{settings.mode} {cfg.name}",
-        panels={"loss": "outer loss (per-pixel MSE)", "jacobian": "Jacobian penalty",
-                "kkt_residual_median": "KKT residual (median)"},
-        env=env,
-        metrics=lambda s: {"loss": s["outer"] / batch, "inner_loss": s["inner"] / batch,
-                           "jacobian": s["jac"] / batch,
-                           "kkt_residual_median": s["kkt_median"] / env.world_size},
-    )
-    step_module = env.wrap(GenerativeStep(model, problem, lam, batch if env.is_distributed else None),
-                           reduce="sum")
-
-    def step_fn(step: int) -> StepResult:
-        clean = env.shard(to_model(source.batch(batch), act)).to(env.device)  # shared stream
-        with env.rank_rng(settings.seed, step):
-            if corr is not None:
-                op, observed = corr(clean)
-                loss, outer_sum, inner_sum, jac_sum, kkt = step_module(clean, observed, op)
-            else:
-                loss, outer_sum, inner_sum, jac_sum, kkt = step_module(clean)
-        # each shard's median KKT residual, averaged over the ranks by the metrics above
-        return StepResult(loss, {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
-                                 "kkt_median": float(kkt.median())})
-
-    result = loop.run(step_fn)
-    if env.is_main:
-        with torch.random.fork_rng(devices=[]):  # the picture draws no numbers from the run's stream
-            reconstruction_grid(model, source, corr, run.root / "reconstructions.png", iterations=settings.iterations)
-    return loop.finish(
-        result,
-        {"steps": settings.steps, **{f"last_{k}": v for k, v in result.last.items()}},
-        lambda path: save(model, path, extra={"steps": settings.steps, "mode": settings.mode}),
-    )
-
-
-def reconstruction_grid(model: ZooModel, source: ImageSource, corr: Corruption | None, path: Path, *,
-                        count: int = 8, iterations: int | None = None) -> Path:
-    """A PNG of the first ``count`` images of ``source`` (top row), their observations under
-    ``corr`` when they are images, and their JIIO reconstructions (bottom row), in [0, 1]."""
-    from jiio_tasks.generative.evaluate import infer, save_grid
-
-    act = _activation(model)
-    device = next(model.parameters()).device
-    clean = source.first(min(count, len(source))).to(device)
-    model_clean = to_model(clean, act)
-    rows = [clean]
-    if corr is None:
-        _, recon, _ = infer(model, model_clean, iterations=iterations)
-    else:
-        op, observed = corr(model_clean)
-        if observed.shape == model_clean.shape:
-            rows.append(from_model(observed, act))
-        _, recon, _ = infer(model, observed, op, iterations=iterations)
-    model.train()
-    rows.append(from_model(recon, act))
-    label = "clean / reconstruction" if len(rows) == 2 else "clean / observed / reconstruction"
-    return save_grid(rows, path, title=f"{model.config.name}: {label} (JIIO)")
-
-
-def outer_gradient_error(
-    model: ZooModel,
-    clean: torch.Tensor,
-    corruption_name: str,
-    *,
-    iterations: int | None = None,
-    approximate: str = "fixed-input",
-    seed: int = 0,
-) -> dict[str, float]:
-    """How far the cheap gradient (``approximate``) of the supervised loss (eq. 24) is from the
-    exact implicit one (``kkt``) on one batch of model-range images: relative error
-    ``‖g − g_kkt‖ / ‖g_kkt‖`` and cosine similarity over all parameters."""
-    act = _activation(model)
-    corr = corruption(corruption_name, 2.0 if act == "tanh" else 1.0)
-    op, observed = corr(clean, torch.Generator().manual_seed(seed))
-    grads: dict[str, torch.Tensor] = {}
-    for name in ("kkt", approximate):
-        objective = MeasurementObjective(model.head, op, relation=Relation.OTHER)
-        problem = jiio_problem(model, objective, outer=outer_gradient(name), iterations=iterations)
-        model.zero_grad(set_to_none=True)
-        sol = problem.solve(observed)
-        mse(model.decode(sol.z), clean).mean().backward()
-        grads[name] = torch.cat([
-            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()
-        ])
-    model.zero_grad(set_to_none=True)
-    exact, approx = grads["kkt"], grads[approximate]
-    return {
-        "relative_error": float((approx - exact).norm() / exact.norm()),
-        "cosine": float(torch.nn.functional.cosine_similarity(approx, exact, dim=0)),
-    }
+def train(model: ZooModel, source: ImageSource, run: RunDir, settings: TrainSettings, *,
+          progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+    """Train ``model`` in place on ``source``'s clean images for ``settings.steps`` steps in
+    total, resuming from ``run`` (see :func:`~jiio_tasks.imaging.training.train_decoder`)."""
+    return train_decoder(model, source, run, settings, outer=settings.outer, family="generative",
+                         progress=progress, env=env)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jiio_tasks.generative.data import ImageSource
+from jiio_tasks.imaging.data import ImageSource
 from jiio_tasks.loop import Loop, StepResult
 from jiio_tasks.runs import RunDir
 

@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 
 from jiio_tasks.distributed import DistEnv, launched
-from jiio_tasks.generative.data import ImageSource
 from jiio_tasks.generative.train import TrainSettings, train
+from jiio_tasks.imaging.data import ImageSource
 from jiio_tasks.runs import RunDir
 
 try:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from jiio_tasks.generative.data import ImageSource
 from jiio_tasks.generative.evaluate import image_frechet
 from jiio_tasks.generative.features import (
     InceptionFeatures,
@@ -18,6 +17,7 @@ from jiio_tasks.generative.features import (
     train_rotation_net,
 )
 from jiio_tasks.generative.frechet import frechet_distance, gaussian_stats
+from jiio_tasks.imaging.data import ImageSource
 
 
 class _Faces(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):

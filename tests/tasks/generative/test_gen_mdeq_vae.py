@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from jiio_core import DEQSolver, hutchinson_jacobian_norm
-from jiio_tasks.generative.data import ImageSource
-from jiio_tasks.generative.evaluate import decode_latents, infer
 from jiio_tasks.generative.features import RotationFeatures, train_rotation_net
 from jiio_tasks.generative.frechet import frechet_distance, gaussian_stats
 from jiio_tasks.generative.mdeq_vae import MDEQVAE, train_mdeq_vae
-from jiio_tasks.generative.operators import mse, psnr
 from jiio_tasks.generative.table import generative_table
 from jiio_tasks.generative.vae import ConvVAE, gaussian_kl
+from jiio_tasks.imaging.data import ImageSource
+from jiio_tasks.imaging.inversion import decode_latents, infer
+from jiio_tasks.imaging.operators import mse, psnr
 from jiio_tasks.runs import RunDir
 
 from .tiny import tiny_decoder

@@ -8,9 +8,9 @@ import torch
 
 import jiio_zoo
 from jiio_tasks.data import EmbeddedFaces
-from jiio_tasks.generative.data import from_model, to_model
-from jiio_tasks.generative.evaluate import _activation, infer
-from jiio_tasks.generative.operators import psnr
+from jiio_tasks.imaging.data import from_model, to_model
+from jiio_tasks.imaging.inversion import activation, infer
+from jiio_tasks.imaging.operators import psnr
 
 # measured 19.97 dB (MSE 0.01116) with 40 JIIO iterations for the shipped weights (150 JIIO
 # training steps, 44.4 min of steps), scored at the DEQ equilibrium of the returned latents,
@@ -25,7 +25,7 @@ def test_shipped_generator_reaches_its_stated_psnr() -> None:
     model = jiio_zoo.load("faces_gen_small")  # pretrained=True: the packaged weights
     test = EmbeddedFaces("test", size=32)
     images = torch.stack([test[i][0] for i in range(len(test))])
-    act = _activation(model)
+    act = activation(model)
     _, recon, _ = infer(model, to_model(images, act), iterations=40)
     score = float(psnr(from_model(recon, act).clamp(0, 1), images).mean())
     assert score >= STATED_PSNR_40 - 0.3, score

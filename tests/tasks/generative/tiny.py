@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 
+from jiio_core import DEQSolver
+from jiio_tasks.imaging.data import ImageSource
+from jiio_zoo.checkpoint import load_model
 from jiio_zoo.configs import MDEQConfig, SolverConfig, TrainConfig, ZooConfig
 from jiio_zoo.model import ZooModel, build_model
 
@@ -40,3 +47,50 @@ def tiny_decoder(seed: int = 0, dtype: torch.dtype = torch.float32, **kw: object
         for p in model.head.out.parameters():  # type: ignore[union-attr]
             p.mul_(30.0)
     return model
+
+
+class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(5)
+        self.images = torch.rand(12, 1, 8, 8, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], i
+
+
+def image_source() -> ImageSource:
+    """Twelve random 8×8 grey images as a training stream for the tiny decoder."""
+    return ImageSource(_Images(), 8, 1, "random test images")
+
+
+def params(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+def check_training_run(root: Path, model: ZooModel, before: torch.Tensor, final: dict[str, Any]) -> None:
+    """What every decoder-training run must leave: parameters moved and finite, a history of
+    finite losses with the penalty computed (λ = 0.1 from the config), the curve, the
+    reconstruction grid and a model.pt holding the trained weights."""
+    after = params(model)
+    assert bool(torch.isfinite(after).all())
+    assert float((after - before).abs().max()) > 1e-5
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert [h["step"] for h in metrics["history"]] == list(range(1, final["steps_done"] + 1))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in metrics["history"])
+    assert metrics["history"][0]["jacobian"] > 0
+    assert final["steps"] == final["steps_done"]
+    assert (root / "training_curve.png").stat().st_size > 1000
+    assert (root / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+    torch.testing.assert_close(params(load_model(root / "model.pt")), after)
+
+
+def own_images(model: torch.nn.Module, n: int, seed: int = 3) -> torch.Tensor:
+    """Images the decoder can produce exactly (from hidden latents), in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64) * 3
+    with torch.no_grad():
+        z = DEQSolver(max_iter=200, tol=1e-10).solve(model.layer, x).z  # type: ignore[attr-defined]
+        return model.decode(z)  # type: ignore[attr-defined,no-any-return]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from jiio_tasks.generative.operators import (
+from jiio_tasks.imaging.operators import (
     Blur,
     BoxMask,
     GaussianNoise,

@@ -1,7 +1,7 @@
 """The JIIO problem of a zoo decoder, built by the one recipe (:mod:`jiio_zoo.recipe`).
 
 Step sizes: the losses here are per-pixel means that declare the pixel count ``D`` as their
-``loss_scale`` (:class:`~jiio_tasks.generative.objectives.MeasurementObjective`), so the core
+``loss_scale`` (:class:`~jiio_tasks.imaging.objectives.MeasurementObjective`), so the core
 takes ``α_x`` steps on the gradient of the *summed* error, the paper's convention: the
 config's ``α_x`` means what the paper's did, with no rescaling here.
 """

@@ -1,4 +1,4 @@
-"""The public face splits (jiio_tasks.generative.splits) are the exact images the evaluators
+"""The public face splits (jiio_tasks.imaging.splits) are the exact images the evaluators
 score on (checked by intercepting what each ``jiio`` command hands its evaluator), are
 deterministic, and never overlap the training faces."""
 
@@ -13,10 +13,9 @@ import torch
 
 from jiio_tasks.cli import main
 from jiio_tasks.data import EmbeddedFaces
-from jiio_tasks.generative.splits import HELD_OUT_COUNT, held_out_faces, training_faces, training_stream
+from jiio_tasks.imaging.splits import HELD_OUT_COUNT, held_out_faces, training_faces, training_stream
 from jiio_zoo.checkpoint import save
-
-from .tiny import tiny_decoder
+from tests.tasks.generative.tiny import tiny_decoder
 
 
 def test_held_out_faces_are_the_embedded_test_split() -> None:
@@ -74,7 +73,7 @@ def test_eval_commands_score_on_the_held_out_faces(weights: Path, tmp_path: Path
                    {"jiio_vs_adam": {"speedup": None, "adam_steps": 1}})
     assert main(["eval", "generative", "--weights", str(weights), "--out", str(tmp_path), "--count", "3"]) == 0
     assert torch.equal(gen["args"][1], expected)
-    inv = _capture(monkeypatch, "jiio_tasks.generative.evaluate", "evaluate_inverse", {})
+    inv = _capture(monkeypatch, "jiio_tasks.inverse.evaluate", "evaluate_inverse", {})
     assert main(["eval", "inverse", "--weights", str(weights), "--out", str(tmp_path), "--count", "3"]) == 0
     assert torch.equal(inv["args"][1], expected)
     table = _capture(monkeypatch, "jiio_tasks.generative.table", "generative_table", {"table": ""})

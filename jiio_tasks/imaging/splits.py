@@ -25,7 +25,7 @@ import os
 
 from torch import Tensor
 
-from jiio_tasks.generative.data import ImageSource, image_source
+from jiio_tasks.imaging.data import ImageSource, image_source
 
 __all__ = ["HELD_OUT_COUNT", "held_out_faces", "training_faces", "training_stream"]
 
@@ -45,7 +45,7 @@ def held_out_faces(
     ``(N, channels, size, size)`` in [0, 1]; the same tensor on every call.
 
     ``size``/``channels`` are the model's image shape (e.g. from
-    :func:`~jiio_tasks.generative.problem.image_shape`); the embedded faces are grey and resized
+    :func:`~jiio_tasks.imaging.problem.image_shape`); the embedded faces are grey and resized
     to ``size``, CelebA (``data_root``) is RGB 64×64. Raises ``ValueError`` when the data cannot
     have that shape, and a ``FileNotFoundError`` for a missing CelebA root."""
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
@@ -71,7 +71,7 @@ def training_stream(
     data_root: str | os.PathLike[str] | None = None,
     augment: bool | None = None,
 ) -> ImageSource:
-    """The training split as an :class:`~jiio_tasks.generative.data.ImageSource`: random
+    """The training split as an :class:`~jiio_tasks.imaging.data.ImageSource`: random
     batches (augmented by default: random crops and flips for the embedded faces, flips for
     CelebA) drawn from torch's global generator, what the trainers consume."""
     return image_source("train", size=size, channels=channels, data_root=data_root, augment=augment)

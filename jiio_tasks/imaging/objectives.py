@@ -20,7 +20,7 @@ from torch import Tensor
 
 from jiio_core.objective import InnerObjective, Relation
 from jiio_core.state import State
-from jiio_tasks.generative.operators import Identity, Measurement
+from jiio_tasks.imaging.operators import Identity, Measurement
 from jiio_zoo.heads import Head
 
 __all__ = ["MeasurementObjective"]
