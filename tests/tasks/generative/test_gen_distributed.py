@@ -23,14 +23,13 @@ import torch.distributed as dist
 
 from jiio_tasks.distributed import DistEnv, launched
 from jiio_tasks.generative.train import TrainSettings, train
-from jiio_tasks.imaging.data import ImageSource
 from jiio_tasks.runs import RunDir
 
 try:
-    from .tiny import tiny_decoder
+    from .tiny import image_source, params, tiny_decoder
 except ImportError:  # run as a worker script: no parent package
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tiny import tiny_decoder  # type: ignore[no-redef]
+    from tiny import image_source, params, tiny_decoder  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -38,30 +37,10 @@ WORLD = 2
 SETTINGS = TrainSettings(steps=2, batch_size=4, jac_reg=0.0, iterations=8, save_every=1, seed=3)
 
 
-class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(5)
-        self.images = torch.rand(12, 1, 8, 8, generator=g, dtype=torch.float64)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], i
-
-
-def _source() -> ImageSource:
-    return ImageSource(_Images(), 8, 1, "random test images")
-
-
-def _flat(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-
 def _train(run_dir: Path, settings: TrainSettings, env: DistEnv | None = None) -> torch.Tensor:
     model = tiny_decoder(dtype=torch.float64)
-    train(model, _source(), RunDir(run_dir), settings, progress=False, env=env)
-    return _flat(model)
+    train(model, image_source(torch.float64), RunDir(run_dir), settings, progress=False, env=env)
+    return params(model)
 
 
 def worker(rank: int, init_file: Path, run_dir: Path, out: Path) -> None:
@@ -100,7 +79,7 @@ def test_two_processes_train_like_one_and_a_single_process_resumes(tmp_path: Pat
     p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in range(WORLD))
     assert torch.equal(p0, p1)  # replicas in step
     assert float((p0 - single).abs().max()) < 1e-12 * max(1.0, float(single.abs().max()))
-    assert not torch.allclose(single, _flat(tiny_decoder(dtype=torch.float64)))  # training moved θ
+    assert not torch.allclose(single, params(tiny_decoder(dtype=torch.float64)))  # training moved θ
 
     # logged losses are global-batch means, equal to the single process's; rank 0 wrote alone
     hist = json.loads((run_dir / "metrics.json").read_text())["history"]

@@ -50,9 +50,9 @@ def tiny_decoder(seed: int = 0, dtype: torch.dtype = torch.float32, **kw: object
 
 
 class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    def __init__(self) -> None:
+    def __init__(self, dtype: torch.dtype) -> None:
         g = torch.Generator().manual_seed(5)
-        self.images = torch.rand(12, 1, 8, 8, generator=g)
+        self.images = torch.rand(12, 1, 8, 8, generator=g, dtype=dtype)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -61,9 +61,9 @@ class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
         return self.images[i], i
 
 
-def image_source() -> ImageSource:
+def image_source(dtype: torch.dtype = torch.float32) -> ImageSource:
     """Twelve random 8×8 grey images as a training stream for the tiny decoder."""
-    return ImageSource(_Images(), 8, 1, "random test images")
+    return ImageSource(_Images(dtype), 8, 1, "random test images")
 
 
 def params(model: torch.nn.Module) -> torch.Tensor:
