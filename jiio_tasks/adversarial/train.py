@@ -287,10 +287,11 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
         panels={"loss": "training loss (CE at the adversarial examples)", "jacobian": "Jacobian penalty"},
         metrics=lambda s: {"loss": s["task_loss"], **({"jacobian": s["jacobian_sum"] / batch} if lam > 0 else {})},
     )
-    loop.resume()  # every rank restores the same state (model, optimiser, the RNG that draws the batches)
+    # the data first: a missing data root is an error before the run directory is touched
     tr_x, tr_y = training_digits(model, data=config.data, data_root=config.data_root)
     ev_x, ev_y = held_out_digits(model, config.eval_size, data=config.data, data_root=config.data_root)
     n_eval = len(ev_y)
+    loop.resume()  # every rank restores the same state (model, optimiser, the RNG that draws the batches)
     # each rank's loss is its shard's part of the global mean, so gradients are summed
     shard_start, _ = env.shard_bounds(batch, name="batch_size")
     step_module = env.wrap(TrainingStep(model, cfg, batch if env.is_distributed else None, shard_start),

@@ -85,3 +85,41 @@ def test_eval_of_a_missing_run_creates_nothing(tmp_path: Path, capsys: pytest.Ca
     assert not missing.exists()
     _fails_in_one_line(["eval", "meta", "--run-dir", str(missing)], capsys, "does not exist")
     assert not missing.exists()
+
+
+def test_missing_data_root_is_one_line_and_creates_no_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    base = ["train", "adversarial", "--run-dir", str(run), "--steps", "1", "--threads", "1", "--no-progress",
+            "--method", "clean", "--data", "mnist"]
+    _fails_in_one_line(base, capsys, "--data mnist needs --data-root")
+    _fails_in_one_line([*base, "--data-root", str(tmp_path / "nowhere")], capsys, str(tmp_path / "nowhere"))
+    assert not run.exists()
+    _fails_in_one_line(["train", "generative", "--config", "celeba_gen", "--run-dir", str(run), "--steps", "1",
+                        "--no-progress", "--data-root", str(tmp_path / "nowhere")], capsys, str(tmp_path / "nowhere"))
+    assert not run.exists()
+
+
+def test_disk_full_names_the_file_and_keeps_the_last_state(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from jiio_tasks import runs
+
+    run = tmp_path / "run"
+    args = ["train", "meta", "--run-dir", str(run), "--meta-batch", "1", "--query-shots", "1", "--eval-tasks", "1",
+            "--iterations", "2", "--deq-iterations", "2", "--threads", "1", "--no-progress"]
+    assert main([*args, "--steps", "1"]) == 0
+    capsys.readouterr()
+    good = (run / "state.pt").read_bytes()
+    real_replace = os.replace
+
+    def full(src: str, dst: str) -> None:
+        if str(dst).endswith("state.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(runs.os, "replace", full)
+    _fails_in_one_line([*args, "--steps", "2"], capsys, f"cannot write {run / 'state.pt'}: No space left on device")
+    assert (run / "state.pt").read_bytes() == good
+    assert not list(run.glob(".*.tmp"))
