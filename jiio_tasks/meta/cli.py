@@ -21,6 +21,7 @@ def _config(args: argparse.Namespace) -> Any:
                             backward_iterations=args.backward_iterations,
                             normalized_x_step=False if args.plain_x_step else None),
         maml_steps=args.maml_steps, jac_reg=getattr(args, "jac_reg", None),
+        data=args.data, data_root=args.data_root,
     )
 
 
@@ -54,7 +55,7 @@ def _eval(args: argparse.Namespace) -> int:
     RunDir.existing(args.run).load_model(model)
     torch.manual_seed(args.seed)
     tasks = meta_test_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
-                            count=cfg.eval_tasks)
+                            count=cfg.eval_tasks, data=cfg.data, data_root=cfg.data_root)
     result = evaluate(model, tasks, cfg, progress=not args.no_progress)
     print(json.dumps(result))
     return 0
@@ -102,6 +103,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="inner adaptation steps with --method maml (default: %(default)s)")
     p.add_argument("--eval-tasks", type=int, default=100,
                    help="fixed meta-test tasks for the accuracy (default: %(default)s)")
+    p.add_argument("--data", choices=("embedded", "omniglot"), default="embedded",
+                   help="task source: the embedded glyphs, or Omniglot under --data-root (background set for "
+                   "meta-training, evaluation set for meta-test tasks) (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="folder holding omniglot-py/ (with --data omniglot)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (stderr)")
 

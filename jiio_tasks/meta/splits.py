@@ -13,11 +13,20 @@ training stream only the 839 meta-train classes, so no meta-test character is ev
   the final accuracy of ``jiio train meta`` use them.
 - **Meta-training tasks** (:func:`meta_train_tasks`): an unbounded stream over the train glyphs,
   seeded by the run's seed (its position is saved with a run, so a resumed run continues it).
+
+With ``data="omniglot"`` and a local ``data_root`` the same two functions draw from Omniglot
+instead: its background set (meta-train) and its evaluation set (meta-test), whose alphabets
+are disjoint (the paper's setting, Table 6).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from torch.utils.data import Dataset
+
 from jiio_tasks.data import EmbeddedGlyphs, TaskSet, make_taskset
+from jiio_tasks.data.local import omniglot
 from jiio_zoo.configs import MDEQConfig, get_config
 
 __all__ = ["META_TEST_JITTER_SEED", "META_TEST_SEED", "glyph_size", "meta_test_tasks", "meta_train_tasks"]
@@ -36,6 +45,23 @@ def glyph_size(config: str = "glyphs_meta_small") -> int:
     return m.image_size if isinstance(m, MDEQConfig) else 28
 
 
+def _characters(data: str, data_root: str | None, meta_test: bool, size: int) -> Dataset[Any]:
+    """The character set of one side of the class split: the embedded glyphs (meta-test: the
+    test classes, rendered with :data:`META_TEST_JITTER_SEED`), or Omniglot from ``data_root``
+    (meta-train: its background set, 964 characters; meta-test: its evaluation set, 659
+    characters of other alphabets; the usual split, paper Table 6)."""
+    if data == "embedded":
+        if data_root is not None:
+            raise ValueError(f"data_root {data_root!r} is for data='omniglot'; the embedded glyphs need none")
+        return EmbeddedGlyphs("test", size=size, seed=META_TEST_JITTER_SEED) if meta_test else \
+            EmbeddedGlyphs("train", size=size)
+    if data == "omniglot":
+        if data_root is None:
+            raise ValueError("data='omniglot' needs data_root (a folder holding omniglot-py/)")
+        return omniglot(data_root, background=not meta_test, size=size)
+    raise ValueError(f"data must be 'embedded' or 'omniglot', got {data!r}")
+
+
 def meta_test_tasks(
     *,
     config: str = "glyphs_meta_small",
@@ -43,13 +69,16 @@ def meta_test_tasks(
     shots: int = 1,
     query_shots: int = 2,
     count: int = 100,
+    data: str = "embedded",
+    data_root: str | None = None,
 ) -> TaskSet:
     """The fixed meta-test tasks every meta-learning evaluator uses: ``count`` ``ways``-way
     tasks with ``shots`` support and ``query_shots`` query images per class, over the meta-test
-    glyph classes at the config's image size (:func:`glyph_size`). Indexing and iterating give
-    the same tasks on every call."""
-    glyphs = EmbeddedGlyphs("test", size=glyph_size(config), seed=META_TEST_JITTER_SEED)
-    return make_taskset(glyphs, ways, shots, query_shots, num_tasks=count, seed=META_TEST_SEED)
+    classes (embedded glyphs, or Omniglot's evaluation set with ``data="omniglot"``) at the
+    config's image size (:func:`glyph_size`). Indexing and iterating give the same tasks on
+    every call."""
+    chars = _characters(data, data_root, True, glyph_size(config))
+    return make_taskset(chars, ways, shots, query_shots, num_tasks=count, seed=META_TEST_SEED)
 
 
 def meta_train_tasks(
@@ -59,8 +88,11 @@ def meta_train_tasks(
     shots: int = 1,
     query_shots: int = 2,
     seed: int = 0,
+    data: str = "embedded",
+    data_root: str | None = None,
 ) -> TaskSet:
     """The meta-training task stream (``sample()`` draws the next task): ``ways``-way tasks
-    over the meta-train glyph classes, seeded by ``seed``."""
-    glyphs = EmbeddedGlyphs("train", size=glyph_size(config))
-    return make_taskset(glyphs, ways, shots, query_shots, seed=seed)
+    over the meta-train classes (embedded glyphs, or Omniglot's background set with
+    ``data="omniglot"``), seeded by ``seed``."""
+    chars = _characters(data, data_root, False, glyph_size(config))
+    return make_taskset(chars, ways, shots, query_shots, seed=seed)

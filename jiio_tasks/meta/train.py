@@ -277,6 +277,10 @@ class MetaTrainConfig:
     #: at 1 the task vector barely moves the logits of a fresh model, the inner loop cannot
     #: lower the support loss and the outer loop gets no signal
     film_init_scale: float = attrs.field(default=4.0, validator=number_in(0.0, low_open=True))
+    data: str = attrs.field(default="embedded", validator=one_of("embedded", "omniglot"))
+    """Where the tasks come from: the embedded glyphs, or Omniglot under ``data_root``
+    (:mod:`jiio_tasks.meta.splits`)."""
+    data_root: str | None = None
     jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
 
 
@@ -363,10 +367,10 @@ def tasksets(cfg: MetaTrainConfig) -> tuple[TaskSet, TaskSet]:
     """The meta-train task stream of ``cfg`` (seeded by ``cfg.seed``) and its fixed meta-test
     tasks (``cfg.eval_tasks`` of them): :func:`~jiio_tasks.meta.splits.meta_train_tasks` and
     :func:`~jiio_tasks.meta.splits.meta_test_tasks`."""
-    train_ts = meta_train_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
-                                seed=cfg.seed)
-    test_ts = meta_test_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
-                              count=cfg.eval_tasks)
+    shape = {"ways": cfg.ways, "shots": cfg.shots, "query_shots": cfg.query_shots}
+    train_ts = meta_train_tasks(config=cfg.config, **shape, seed=cfg.seed, data=cfg.data, data_root=cfg.data_root)
+    test_ts = meta_test_tasks(config=cfg.config, **shape, count=cfg.eval_tasks, data=cfg.data,
+                              data_root=cfg.data_root)
     return train_ts, test_ts
 
 

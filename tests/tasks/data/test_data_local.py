@@ -4,11 +4,7 @@ text files, Omniglot folders). torchvision's md5 tables are patched to the fakes
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import pickle
 import shutil
-import struct
 import tarfile
 import zipfile
 from pathlib import Path
@@ -17,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision import datasets
 
 from jiio_tasks.data import (
     DatasetNotFoundError,
@@ -27,11 +22,17 @@ from jiio_tasks.data import (
     mnist,
     omniglot,
 )
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
+from tests.tasks.data.fakes import (
+    CELEB_A,
+    CELEB_B,
+    patch_celeba_md5,
+    patch_cifar_md5,
+    patch_omniglot_md5,
+    write_celeba,
+    write_cifar,
+    write_mnist,
+    write_omniglot,
+)
 
 # --- error paths -------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ def test_missing_root_error_names_root_layout_and_source(
 
 
 def test_partial_mnist_lists_only_missing_files(tmp_path: Path) -> None:
-    _write_mnist(tmp_path, n_train=2, n_test=1)
+    write_mnist(tmp_path, n_train=2, n_test=1)
     (tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetNotFoundError) as info:
         mnist(tmp_path, "train")
@@ -113,34 +114,9 @@ def test_bad_split_rejected(tmp_path: Path) -> None:
 # --- MNIST -------------------------------------------------------------------------------
 
 
-def _idx(data: np.ndarray) -> bytes:
-    """IDX format (big-endian): 0, 0, type 0x08 (uint8), ndim; then each dim as int32."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, data.ndim)
-    header += b"".join(struct.pack(">i", d) for d in data.shape)
-    return header + data.astype(np.uint8).tobytes()
-
-
-def _write_mnist(root: Path, n_train: int, n_test: int, gz: bool = False) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
-    }
-    for name, arr in arrays.items():
-        if gz:
-            (raw / f"{name}.gz").write_bytes(gzip.compress(_idx(arr)))
-        else:
-            (raw / name).write_bytes(_idx(arr))
-    return arrays
-
-
 @pytest.mark.parametrize("gz", [False, True])
 def test_fake_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
-    arrays = _write_mnist(tmp_path, n_train=5, n_test=3, gz=gz)
+    arrays = write_mnist(tmp_path, n_train=5, n_test=3, gz=gz)
     for split, prefix, n in (("train", "train", 5), ("test", "t10k", 3)):
         ds = mnist(tmp_path, split)  # type: ignore[arg-type]
         assert len(ds) == n  # type: ignore[arg-type]
@@ -171,52 +147,6 @@ def test_legacy_processed_mnist(tmp_path: Path) -> None:
 # --- CIFAR-10 ----------------------------------------------------------------------------
 
 
-def _write_cifar(folder: Path, per_batch: int) -> dict[str, dict[str, object]]:
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {
-            "batch_label": name,
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
-        }
-        (folder / name).write_bytes(pickle.dumps(entry))
-        batches[name] = entry
-    names = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
-    meta = {"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
-    return batches
-
-
-def _patch_cifar_md5(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    monkeypatch.setattr(
-        datasets.CIFAR10,
-        "train_list",
-        [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)],
-    )
-    monkeypatch.setattr(
-        datasets.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]]
-    )
-    monkeypatch.setattr(
-        datasets.CIFAR10,
-        "meta",
-        {"filename": "batches.meta", "key": "label_names", "md5": _md5(folder / "batches.meta")},
-    )
-
-
 def _as_chw(row: object) -> np.ndarray:
     return np.asarray(row, dtype=np.float64).reshape(3, 32, 32) / 255.0
 
@@ -226,8 +156,8 @@ def test_fake_cifar10_round_trip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archived: bool
 ) -> None:
     folder = tmp_path / "cifar-10-batches-py"
-    batches = _write_cifar(folder, per_batch=2)
-    _patch_cifar_md5(monkeypatch, folder)
+    batches = write_cifar(folder, per_batch=2)
+    patch_cifar_md5(monkeypatch, folder)
     if archived:  # only the official tarball is present: extracted on first use
         with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
             tar.add(folder, arcname="cifar-10-batches-py")
@@ -250,8 +180,8 @@ def test_fake_cifar10_round_trip(
 
 def test_fake_cifar10_augmentation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "cifar-10-batches-py"
-    batches = _write_cifar(folder, per_batch=1)
-    _patch_cifar_md5(monkeypatch, folder)
+    batches = write_cifar(folder, per_batch=1)
+    patch_cifar_md5(monkeypatch, folder)
     original = _as_chw(batches["data_batch_1"]["data"][0])  # type: ignore[index]
     padded = np.pad(original, ((0, 0), (4, 4), (4, 4)), mode="reflect")
     crops = [padded[:, t : t + 32, s : s + 32] for t in range(9) for s in range(9)]
@@ -269,58 +199,16 @@ def test_fake_cifar10_augmentation(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_corrupted_cifar10_is_reported(tmp_path: Path) -> None:
-    _write_cifar(tmp_path / "cifar-10-batches-py", per_batch=1)  # right names, wrong md5
+    write_cifar(tmp_path / "cifar-10-batches-py", per_batch=1)  # right names, wrong md5
     with pytest.raises(DatasetNotFoundError, match="rejected"):
         cifar10(tmp_path, "train")
 
 
 # --- CelebA ------------------------------------------------------------------------------
 
-CELEB_A = (0, 0, 200)  # left half of the centre 148 × 148 crop
-CELEB_B = (0, 200, 0)  # right half
-OUTSIDE = (255, 0, 0)  # outside the crop: must not reach the 64 × 64 output
-
-
-def _write_celeba(base: Path) -> None:
-    folder = base / "celeba"
-    (folder / "img_align_celeba").mkdir(parents=True)
-    names = [f"{i:06d}.jpg" for i in range(1, 7)]  # two per split (torchvision fails on one)
-    for name in names:
-        img = np.zeros((218, 178, 3), dtype=np.uint8)
-        img[:] = OUTSIDE
-        top, left = 35, 15  # centre crop of 148 from 218 × 178
-        img[top : top + 148, left : left + 74] = CELEB_A
-        img[top : top + 148, left + 74 : left + 148] = CELEB_B
-        Image.fromarray(img).save(folder / "img_align_celeba" / name, format="PNG")
-    attrs = [f"Attr{i}" for i in range(40)]
-    rows = {
-        "list_eval_partition.txt": [f"{n} {i // 2}" for i, n in enumerate(names)],
-        "identity_CelebA.txt": [f"{n} {10 + i}" for i, n in enumerate(names)],
-        "list_attr_celeba.txt": ["6", " ".join(attrs)]
-        + [
-            f"{n} " + " ".join("1" if (j + i) % 3 == 0 else "-1" for j in range(40))
-            for i, n in enumerate(names)
-        ],
-        "list_bbox_celeba.txt": ["6", "image_id x_1 y_1 width height"]
-        + [f"{n} 1 2 3 4" for n in names],
-        "list_landmarks_align_celeba.txt": ["6", " ".join(f"p{i}" for i in range(10))]
-        + [f"{n} " + " ".join(str(i) for i in range(10)) for n in names],
-    }
-    for fname, lines in rows.items():
-        (folder / fname).write_text("\n".join(lines) + "\n")
-
-
 def test_fake_celeba64_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_celeba(tmp_path)
-    folder = tmp_path / "celeba"
-    monkeypatch.setattr(
-        datasets.CelebA,
-        "file_list",
-        [
-            (fid, _md5(folder / name) if (folder / name).is_file() else md5, name)
-            for fid, md5, name in datasets.CelebA.file_list
-        ],
-    )
+    write_celeba(tmp_path)
+    patch_celeba_md5(monkeypatch, tmp_path)
     a, b = np.array(CELEB_A) / 255.0, np.array(CELEB_B) / 255.0
     for split in ("valid", "test"):
         ds = celeba64(tmp_path, split)  # type: ignore[arg-type]
@@ -351,38 +239,13 @@ def test_fake_celeba64_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 # --- Omniglot ----------------------------------------------------------------------------
 
 
-def _write_omniglot(base: Path, characters: int, drawings: int) -> list[np.ndarray]:
-    folder = base / "omniglot-py" / "images_background"
-    rng = np.random.default_rng(2)
-    images = []
-    for c in range(characters):
-        alphabet = "Alpha" if c < characters // 2 else "Beta"
-        char_dir = folder / alphabet / f"character{c:02d}"
-        char_dir.mkdir(parents=True)
-        for d in range(drawings):
-            img = np.full((105, 105), 255, dtype=np.uint8)  # white page
-            y, x = rng.integers(10, 70, 2)
-            img[y : y + 25, x : x + 8] = 0  # a black stroke
-            Image.fromarray(img).save(char_dir / f"{c:02d}_{d:02d}.png")
-            images.append(img)
-    archive = base / "omniglot-py" / "images_background"
-    shutil.make_archive(
-        str(archive), "zip", root_dir=base / "omniglot-py", base_dir="images_background"
-    )
-    return images
-
-
 def test_fake_omniglot_round_trip_and_tasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    images = _write_omniglot(tmp_path, characters=6, drawings=2)
+    images = write_omniglot(tmp_path, characters=6, drawings=2)
     zip_path = tmp_path / "omniglot-py" / "images_background.zip"
     assert zipfile.is_zipfile(zip_path)
-    monkeypatch.setattr(
-        datasets.Omniglot,
-        "zips_md5",
-        {"images_background": _md5(zip_path), "images_evaluation": "0"},
-    )
+    patch_omniglot_md5(monkeypatch, tmp_path)
     shutil.rmtree(tmp_path / "omniglot-py" / "images_background")  # only the zip: extracted
     ds = omniglot(tmp_path, background=True)
     assert len(ds) == 12
