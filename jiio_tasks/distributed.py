@@ -1,24 +1,24 @@
 """Multi-process data-parallel training: the process group, batch shards and rank-0 duties.
 
 A trainer launched by ``torchrun --nproc_per_node N`` reads its place in the job with
-:meth:`DistEnv.from_environment` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+[`DistEnv.from_environment`][jiio_tasks.distributed.DistEnv.from_environment] (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``), which joins the process group (gloo on CPU, nccl on CUDA). Launched
 without those variables, or with ``WORLD_SIZE=1``, it gets a single-process environment in
 which every method below is the identity or a no-op, so a trainer written against
-:class:`DistEnv` behaves exactly as before when run as one process.
+[`DistEnv`][jiio_tasks.distributed.DistEnv] behaves exactly as before when run as one process.
 
 The recipe (see docs/distributed.md):
 
 - every rank draws the same *global* batch (same seed, same generator calls) and trains on
-  its contiguous shard, :meth:`DistEnv.shard`; inner problems (attacks, joint solves) are per
+  its contiguous shard, [`DistEnv.shard`][jiio_tasks.distributed.DistEnv.shard]; inner problems (attacks, joint solves) are per
   sample, so each rank just solves its own shard;
-- the module whose ``forward`` computes the loss is wrapped by :meth:`DistEnv.wrap`
+- the module whose ``forward`` computes the loss is wrapped by [`DistEnv.wrap`][jiio_tasks.distributed.DistEnv.wrap]
   (``DistributedDataParallel``), which averages the parameter gradients over the ranks: with
   equal shards of a mean loss, that is the gradient of the mean over the global batch;
 - randomness that belongs to a sample's computation (a random attack start, dropout masks)
-  comes from :meth:`DistEnv.rank_rng`, a stream of its own per (seed, step, rank), so that
+  comes from [`DistEnv.rank_rng`][jiio_tasks.distributed.DistEnv.rank_rng], a stream of its own per (seed, step, rank), so that
   the shared stream that draws the batches stays in step on all ranks;
-- only :attr:`DistEnv.is_main` writes files; checkpoints hold the unwrapped module.
+- only [`DistEnv.is_main`][jiio_tasks.distributed.DistEnv.is_main] writes files; checkpoints hold the unwrapped module.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class DistEnv:
     backend: Backend = attrs.field(default="none", validator=_check_backend)
     device: torch.device = attrs.field(factory=lambda: torch.device("cpu"), converter=torch.device)
     owns_group: bool = False
-    """Whether this environment created the process group (and :meth:`shutdown` ends it)."""
+    """Whether this environment created the process group (and [`shutdown`][jiio_tasks.distributed.DistEnv.shutdown] ends it)."""
 
     # ---- construction -------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ class DistEnv:
         nccl); ``"cpu"`` uses gloo. ``init_method`` defaults to ``env://`` (``MASTER_ADDR`` and
         ``MASTER_PORT``; spelled ``tcp://MASTER_ADDR:MASTER_PORT`` for an ``environ`` passed in);
         any ``torch.distributed`` URL works, e.g. ``file:///tmp/pg`` in tests. A process
-        group that already exists is used as it is (and left alone by :meth:`shutdown`).
+        group that already exists is used as it is (and left alone by [`shutdown`][jiio_tasks.distributed.DistEnv.shutdown]).
         """
         env = os.environ if environ is None else environ
         kind = torch.device(device).type
@@ -196,7 +196,7 @@ class DistEnv:
         each rank's loss is the mean over its shard. ``"sum"`` adds them up: right when each
         rank's loss is the sum over its shard divided by the *global* batch size, which keeps
         every sample's cotangent the same as in a single process (see
-        :func:`~jiio_tasks.adversarial.train.training_loss` for why that matters to DEQs)."""
+        [`training_loss`][jiio_tasks.adversarial.train.training_loss] for why that matters to DEQs)."""
         if reduce not in ("mean", "sum"):
             raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
         if not self.is_distributed:
@@ -246,6 +246,15 @@ class DistEnv:
         """Each scalar's maximum over the ranks, identical on every rank (e.g. wall time)."""
         return self._reduce(values, dist.ReduceOp.MAX)
 
+    def gather(self, shard: Tensor) -> Tensor:
+        """The global batch from every rank's equal shard (concatenated in rank order along
+        dim 0), identical on every rank; ``shard`` itself in a single process."""
+        if not self.is_distributed:
+            return shard
+        parts = [torch.empty_like(shard) for _ in range(self.world_size)]
+        dist.all_gather(parts, shard.contiguous())
+        return torch.cat(parts)
+
     def barrier(self) -> None:
         """Wait for every rank (no-op in a single process)."""
         if self.is_distributed:
@@ -291,8 +300,8 @@ def rank_seed(seed: int, step: int, rank: int) -> int:
 
 @contextlib.contextmanager
 def launched(device: str | torch.device = "cpu", **kwargs: Any) -> Iterator[DistEnv]:
-    """:meth:`DistEnv.from_environment` for the duration of the block, then
-    :meth:`DistEnv.shutdown`; when the block raises, the group is torn down without waiting
+    """[`DistEnv.from_environment`][jiio_tasks.distributed.DistEnv.from_environment] for the duration of the block, then
+    [`DistEnv.shutdown`][jiio_tasks.distributed.DistEnv.shutdown]; when the block raises, the group is torn down without waiting
     for the other ranks (they may never reach a barrier)."""
     env = DistEnv.from_environment(device, **kwargs)
     try:

@@ -27,7 +27,7 @@ def common_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_args(p: argparse.ArgumentParser, default_config: str) -> None:
-    """The options of ``jiio train generative|inverse`` (and :func:`common_args`)."""
+    """The options of ``jiio train generative|inverse`` (and `common_args`)."""
     p.add_argument("--config", default=default_config,
                    help=CONFIG_HELP + "); a fresh model is built from it (default: %(default)s)")
     p.add_argument("--run-dir", required=True, help="run directory (resumed if it holds a state)")
@@ -39,6 +39,11 @@ def train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--save-every", type=int, default=10,
                    help="checkpoint the run every this many steps (and at the end) (default: %(default)s)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (same config)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start each image's JIIO solve from its latent of the previous visit (a per-example "
+                   "cache saved with the run) instead of x = 0")
+    p.add_argument("--warm-start-max-age", type=int, default=None, metavar="STEPS",
+                   help="with --warm-start: ignore cached latents older than this many steps (default: never)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to train; under torchrun each process uses cuda:LOCAL_RANK (nccl) or the CPU "
                    "(gloo) (default: %(default)s)")
@@ -69,7 +74,7 @@ def load_generator(name_or_path: str, *, weights: bool) -> Any:
 
 
 def image_kwargs(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of the :mod:`~jiio_tasks.imaging.splits` functions for ``model``."""
+    """The keyword arguments of the [`splits`][jiio_tasks.imaging.splits] functions for ``model``."""
     from jiio_tasks.imaging.problem import image_shape
 
     c, h, _ = image_shape(model)
@@ -84,7 +89,7 @@ def held_out(model: Any, args: argparse.Namespace) -> Any:
 
 
 def model_and_source(name_or_path: str, args: argparse.Namespace, *, weights: bool) -> Any:
-    """The model and its training stream (:func:`~jiio_tasks.imaging.splits.training_stream`)."""
+    """The model and its training stream ([`training_stream`][jiio_tasks.imaging.splits.training_stream])."""
     from jiio_tasks.imaging.splits import training_stream
 
     model = load_generator(name_or_path, weights=weights)
@@ -114,7 +119,8 @@ def run_training(args: argparse.Namespace, train: Callable[..., dict[str, Any]],
 
 
 def settings_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~jiio_tasks.imaging.training.DecoderSettings` fields from the common
+    """The [`DecoderSettings`][jiio_tasks.imaging.training.DecoderSettings] fields from the common
     training options."""
     return {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr, "jac_reg": args.jac_reg,
-            "iterations": args.iterations, "save_every": args.save_every, "seed": args.seed}
+            "iterations": args.iterations, "save_every": args.save_every, "seed": args.seed,
+            "warm_start": args.warm_start, "warm_start_max_age": args.warm_start_max_age}

@@ -57,8 +57,13 @@ class ImageSource:
 
     def batch(self, batch_size: int) -> Tensor:
         """A random batch (with the split's augmentation), ``(B, C, H, W)``."""
+        return self.indexed_batch(batch_size)[0]
+
+    def indexed_batch(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """:meth:`batch` and the ``(B,)`` indices of its images in the split (the same draws
+        from torch's generator as :meth:`batch`)."""
         idx = torch.randint(0, len(self), (batch_size,))
-        return torch.stack([self._item(int(i)) for i in idx])
+        return torch.stack([self._item(int(i)) for i in idx]), idx
 
     def first(self, count: int) -> Tensor:
         """The first ``count`` images of the split (deterministic, for evaluation)."""

@@ -1,15 +1,15 @@
 """Training a zoo decoder through JIIO solves: the part the generative family (eq. 20) and the
 supervised inverse-problem family (eq. 24) share.
 
-Every step solves a :class:`jiio_core.JointProblem` for the batch from ``x = 0`` (no latent is
+Every step solves a [`jiio_core.JointProblem`][jiio_core.problem.JointProblem] for the batch from ``x = 0`` (no latent is
 stored between steps): the latent codes are inferred jointly with the equilibrium. The
 generative step fits the clean batch (outer loss = inner loss, the per-pixel MSE); the
-inverse step corrupts it (:mod:`~jiio_tasks.imaging.operators`), solves for the observation
+inverse step corrupts it ([`operators`][jiio_tasks.imaging.operators]), solves for the observation
 and scores the decoded equilibrium against the clean batch. Both add ``λ ·`` the Hutchinson
 Jacobian penalty at a random iterate (λ = the config's ``jac_reg`` unless overridden); the
 config's optimiser updates ``θ`` (layer, injection and head). The run goes through
-:class:`jiio_tasks.loop.Loop` (resumable, locked, ``metrics.json``, ``training_curve.png``);
-the final weights go to ``model.pt`` in the run directory (a :mod:`jiio_zoo.checkpoint` file,
+[`jiio_tasks.loop.Loop`][jiio_tasks.loop.Loop] (resumable, locked, ``metrics.json``, ``training_curve.png``);
+the final weights go to ``model.pt`` in the run directory (a [`jiio_zoo.checkpoint`][jiio_zoo.checkpoint] file,
 loadable with ``jiio_zoo.load(name, weights=...)``) and ``reconstructions.png`` shows the
 first training images reconstructed.
 """
@@ -24,13 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from jiio_core import JointProblem, Relation
-from jiio_core.validators import int_in, number_in, optional
+from jiio_core.validators import int_in, number_in, one_of, optional
 from jiio_tasks.distributed import DistEnv
 from jiio_tasks.imaging.data import ImageSource, from_model, to_model
 from jiio_tasks.imaging.inversion import activation, infer, save_grid
 from jiio_tasks.imaging.objectives import MeasurementObjective
 from jiio_tasks.imaging.operators import Corruption, Measurement, corruption, mse
 from jiio_tasks.imaging.problem import jiio_problem, outer_gradient
+from jiio_tasks.imaging.warmstart import LatentCache
 from jiio_tasks.loop import Loop, StepResult
 from jiio_tasks.runs import RunDir
 from jiio_zoo.checkpoint import save
@@ -52,18 +53,24 @@ class DecoderSettings:
     iterations: int | None = attrs.field(default=None, validator=optional(int_in(1)))
     save_every: int = attrs.field(default=10, validator=int_in(1))
     seed: int = attrs.field(default=0, validator=int_in(0))
+    warm_start: bool = attrs.field(default=False, validator=one_of(True, False))
+    """Start each example's solve from its latent of the last visit
+    (:class:`~jiio_tasks.imaging.warmstart.LatentCache`) instead of ``x = 0``."""
+    warm_start_max_age: int | None = attrs.field(default=None, validator=optional(int_in(0)))
+    """With ``warm_start``: ignore cached latents older than this many steps (``None``: never)."""
 
 
 class DecoderStep(nn.Module):
-    """One training loss as a module (what :meth:`DistEnv.wrap` puts in DDP): the JIIO solve of
+    """One training loss as a module (what [`DistEnv.wrap`][jiio_tasks.distributed.DistEnv.wrap] puts in DDP): the JIIO solve of
     a batch and its outer loss plus ``λ ·`` the Jacobian penalty.
 
     With ``global_batch`` (data-parallel runs) the loss is the sum over this shard divided by
     the global batch size, to be summed over the ranks (``wrap(..., reduce="sum")``): every
     sample's cotangent is then the same as in one process, which matters because the implicit
     backward solves stop at an absolute tolerance. Without it the loss is the batch mean.
-    Returns the loss and, detached, the shard's sums of the outer loss, inner loss and penalty
-    and the per-sample KKT residuals (for logging).
+    ``x0``: the solve's starting latents (default zeros; warm starts). Returns the loss and,
+    detached, the shard's sums of the outer loss, inner loss and penalty, the per-sample KKT
+    residuals (for logging) and the latents found.
     """
 
     def __init__(self, model: ZooModel, problem: JointProblem, lam: float, global_batch: int | None = None) -> None:
@@ -74,16 +81,17 @@ class DecoderStep(nn.Module):
         self.global_batch = global_batch
 
     def forward(
-        self, clean: Tensor, observed: Tensor | None = None, operator: Measurement | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        self, clean: Tensor, observed: Tensor | None = None, operator: Measurement | None = None,
+        x0: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         problem: JointProblem = self.problem  # type: ignore[assignment]
         if observed is not None:
             if operator is None:
                 raise ValueError("DecoderStep: an observed batch needs its measurement operator")
-            sol = problem.solve(observed, context=operator)
+            sol = problem.solve(observed, x0, context=operator)
             outer = mse(self.model.decode(sol.z), clean)
         else:
-            sol = problem.solve(clean)
+            sol = problem.solve(clean, x0)
             outer = sol.loss
         n = clean.shape[0]
         jac = sol.jacobian_penalty
@@ -93,7 +101,7 @@ class DecoderStep(nn.Module):
         else:
             loss = (outer.sum() + self.lam * jac_sum) / self.global_batch
         return (loss, outer.detach().sum(), sol.loss.detach().sum(), jac_sum.detach(),
-                sol.kkt_residual.detach())
+                sol.kkt_residual.detach(), sol.x.detach())
 
 
 def train_decoder(
@@ -109,7 +117,7 @@ def train_decoder(
     env: DistEnv | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place for ``settings.steps`` steps in total (resuming from ``run``
-    if it holds a state) with the ``outer`` gradient (:func:`~jiio_tasks.imaging.problem.outer_gradient`);
+    if it holds a state) with the ``outer`` gradient ([`outer_gradient`][jiio_tasks.imaging.problem.outer_gradient]);
     ``task`` (a corruption name) makes it supervised inverse training, ``None`` generative.
     ``family`` names the run in the progress bar, the plot and the checkpoint. Returns the
     final metrics entry written to ``metrics.json``.
@@ -140,6 +148,10 @@ def train_decoder(
     )
     corr = None if task is None else corruption(task, scale)
     opt = make_optimizer(model.parameters(), cfg, lr=lr)
+    cache = None
+    if settings.warm_start:
+        dtype = next(model.parameters()).dtype
+        cache = LatentCache(len(source), tuple(model.x_shape), settings.warm_start_max_age, dtype)
     loop = Loop(
         run_dir=run,
         model=model,
@@ -164,26 +176,39 @@ def train_decoder(
         progress=progress,
         title=f"{family} {cfg.name}",
         panels={"loss": "outer loss (per-pixel MSE)", "jacobian": "Jacobian penalty",
-                "kkt_residual_median": "KKT residual (median)"},
+                "kkt_residual_median": "KKT residual (median)", "warm_fraction": "warm-started fraction"},
         env=env,
         metrics=lambda s: {"loss": s["outer"] / batch, "inner_loss": s["inner"] / batch,
                            "jacobian": s["jac"] / batch,
-                           "kkt_residual_median": s["kkt_median"] / env.world_size},
+                           "kkt_residual_median": s["kkt_median"] / env.world_size,
+                           **({"warm_fraction": s["warm"] / batch} if "warm" in s else {})},
+        state=None if cache is None else (lambda: {"latent_cache": cache.state()}),
+        restore=None if cache is None else (lambda family: cache.restore(family["latent_cache"])),
     )
     step_module = env.wrap(DecoderStep(model, problem, lam, batch if env.is_distributed else None),
                            reduce="sum")
 
     def step_fn(step: int) -> StepResult:
-        clean = env.shard(to_model(source.batch(batch), act)).to(env.device)  # shared stream
+        images, index = source.indexed_batch(batch)  # the same global batch on every rank
+        clean = env.shard(to_model(images, act)).to(env.device)
+        x0 = hit = None
+        if cache is not None:
+            start, hit = cache.lookup(index, step)
+            x0 = env.shard(start).to(env.device, clean.dtype)
         with env.rank_rng(settings.seed, step):
             if corr is not None:
                 op, observed = corr(clean)
-                loss, outer_sum, inner_sum, jac_sum, kkt = step_module(clean, observed, op)
+                loss, outer_sum, inner_sum, jac_sum, kkt, x = step_module(clean, observed, op, x0)
             else:
-                loss, outer_sum, inner_sum, jac_sum, kkt = step_module(clean)
+                loss, outer_sum, inner_sum, jac_sum, kkt, x = step_module(clean, None, None, x0)
+        if cache is not None:
+            cache.store(index, env.gather(x), step)
         # each shard's median KKT residual, averaged over the ranks by the metrics above
-        return StepResult(loss, {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
-                                 "kkt_median": float(kkt.median())})
+        sums = {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
+                "kkt_median": float(kkt.median())}
+        if hit is not None:  # every rank sees the global batch's hits: its share of them
+            sums["warm"] = float(hit.sum()) / env.world_size
+        return StepResult(loss, sums)
 
     result = loop.run(step_fn)
     if env.is_main:

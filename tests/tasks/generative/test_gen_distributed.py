@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 import torch.distributed as dist
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 WORLD = 2
 SETTINGS = TrainSettings(steps=2, batch_size=4, jac_reg=0.0, iterations=8, save_every=1, seed=3)
+WARM = attrs.evolve(SETTINGS, steps=3, warm_start=True)  # latents cached per example, gathered over ranks
 
 
 def _train(run_dir: Path, settings: TrainSettings, env: DistEnv | None = None) -> torch.Tensor:
@@ -43,17 +45,19 @@ def _train(run_dir: Path, settings: TrainSettings, env: DistEnv | None = None) -
     return params(model)
 
 
-def worker(rank: int, init_file: Path, run_dir: Path, out: Path) -> None:
+def worker(rank: int, init_file: Path, run_dir: Path, out: Path, warm: bool) -> None:
     torch.set_num_threads(1)
     environ = {"RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank)}
     with launched(environ=environ, init_method=f"file://{init_file}",
                   timeout=datetime.timedelta(seconds=120)) as env:
-        params = _train(run_dir, SETTINGS, env)
+        params = _train(run_dir, WARM if warm else SETTINGS, env)
     torch.save(params, out / f"params{rank}.pt")
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="no gloo backend")
-def test_two_processes_train_like_one_and_a_single_process_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm-start"])
+def test_two_processes_train_like_one_and_a_single_process_resumes(tmp_path: Path, warm: bool) -> None:
+    settings = WARM if warm else SETTINGS
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     logs = [tmp_path / f"worker{r}.log" for r in range(WORLD)]
@@ -61,7 +65,8 @@ def test_two_processes_train_like_one_and_a_single_process_resumes(tmp_path: Pat
     for rank, log in enumerate(logs):
         with open(log, "w") as fh:
             procs.append(subprocess.Popen(
-                [sys.executable, __file__, str(rank), str(tmp_path / "pg"), str(run_dir), str(tmp_path)],
+                [sys.executable, __file__, str(rank), str(tmp_path / "pg"), str(run_dir), str(tmp_path),
+                 "warm" if warm else "cold"],
                 env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
             ))
     try:
@@ -75,7 +80,7 @@ def test_two_processes_train_like_one_and_a_single_process_resumes(tmp_path: Pat
                 p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(x.read_text() for x in logs)
 
-    single = _train(tmp_path / "single", SETTINGS)
+    single = _train(tmp_path / "single", settings)
     p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in range(WORLD))
     assert torch.equal(p0, p1)  # replicas in step
     assert float((p0 - single).abs().max()) < 1e-12 * max(1.0, float(single.abs().max()))
@@ -84,15 +89,19 @@ def test_two_processes_train_like_one_and_a_single_process_resumes(tmp_path: Pat
     # logged losses are global-batch means, equal to the single process's; rank 0 wrote alone
     hist = json.loads((run_dir / "metrics.json").read_text())["history"]
     ref = json.loads((tmp_path / "single" / "metrics.json").read_text())["history"]
-    assert [h["step"] for h in hist] == [1, 2]
+    assert [h["step"] for h in hist] == list(range(1, settings.steps + 1))
     for h, r in zip(hist, ref, strict=True):
         assert h["loss"] == pytest.approx(r["loss"], rel=1e-10)
         assert h["inner_loss"] == pytest.approx(r["inner_loss"], rel=1e-10)
+        assert h.get("warm_fraction") == r.get("warm_fraction")
+    if warm:  # some examples came back and started from their cached latents
+        assert sum(h["warm_fraction"] for h in hist) > 0
 
     # the 2-process run resumes in one process (checkpoints do not depend on the world size)
-    more = TrainSettings(steps=3, batch_size=4, jac_reg=0.0, iterations=8, save_every=1, seed=3)
+    more = attrs.evolve(settings, steps=settings.steps + 1)
     resumed = _train(run_dir, more)
-    assert [h["step"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == [1, 2, 3]
+    assert [h["step"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == \
+        list(range(1, more.steps + 1))
     assert not torch.equal(resumed, p0)
 
 
@@ -104,4 +113,4 @@ def test_indivisible_batch_is_refused_before_anything_is_written(tmp_path: Path)
 
 
 if __name__ == "__main__":
-    worker(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    worker(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5] == "warm")
