@@ -2,27 +2,27 @@
 metrics and plots in one place.
 
 A family supplies a *step function* ``step_fn(step) -> StepResult`` (draw its batch, compute
-the loss to minimise, say what to log), its settings, and a :class:`Loop` describing the run;
-:meth:`Loop.run` owns everything else:
+the loss to minimise, say what to log), its settings, and a [`Loop`][jiio_tasks.loop.Loop] describing the run;
+[`Loop.run`][jiio_tasks.loop.Loop.run] owns everything else:
 
 - **resume**: the model, the optimiser, torch's and Python's RNG states, the training time
-  spent and the family's own state (e.g. a task stream's position, :attr:`Loop.state` /
-  :attr:`Loop.restore`) come back from ``state.pt`` (read with ``weights_only=True`` only), so
+  spent and the family's own state (e.g. a task stream's position, `Loop.state` /
+  `Loop.restore`) come back from ``state.pt`` (read with ``weights_only=True`` only), so
   a run killed at any point and resumed ends bit-identical to an uninterrupted one;
 - **settings**: the run's settings are recorded in ``metrics.json`` when it starts, and a
-  resume with changed ones is refused (or, for budgets, recorded; :meth:`RunDir.begin`);
-- **lock**: one writer per run directory (:meth:`RunDir.acquire`);
+  resume with changed ones is refused (or, for budgets, recorded; [`RunDir.begin`][jiio_tasks.runs.RunDir.begin]);
+- **lock**: one writer per run directory ([`RunDir.acquire`][jiio_tasks.runs.RunDir.acquire]);
 - **guards**: a NaN/Inf loss or gradient stops the run before the update and before any save
-  (:func:`~jiio_tasks.runs.backward_and_step`), so the last good checkpoint stays;
+  ([`backward_and_step`][jiio_tasks.runs.backward_and_step]), so the last good checkpoint stays;
 - **budget**: ``steps`` in total, and optionally ``max_seconds`` of training time (over all
   resumptions): the state is saved where it stops, and the same command continues it;
 - **progress**: a tqdm bar on stderr with an ETA (``progress=False`` hides it);
 - **metrics**: ``metrics.json`` holds ``config``, ``history`` (one record per logged step:
   ``step``, ``seconds`` = training time so far, then the family's values), ``final`` (always
   ``steps_done`` and ``train_seconds``, then the family's results) and ``resumed``;
-- **plots**: ``training_curve.png`` of the logged values (:meth:`Loop.finish`).
+- **plots**: ``training_curve.png`` of the logged values ([`Loop.finish`][jiio_tasks.loop.Loop.finish]).
 
-Data-parallel runs (:class:`~jiio_tasks.distributed.DistEnv`): every rank runs the loop; the
+Data-parallel runs ([`DistEnv`][jiio_tasks.distributed.DistEnv]): every rank runs the loop; the
 step results' ``sums`` are summed over the ranks and the step time is the slowest rank's;
 only the main rank writes the run directory.
 
@@ -54,9 +54,9 @@ class StepResult:
     """What a family's step function returns.
 
     ``loss``: the scalar to minimise (its gradient is combined over ranks by DDP when the
-    family wrapped its model with :meth:`DistEnv.wrap`). ``sums``: detached numbers that add up
+    family wrapped its model with [`DistEnv.wrap`][jiio_tasks.distributed.DistEnv.wrap]). ``sums``: detached numbers that add up
     over the ranks of a data-parallel step (e.g. a shard's sum of per-sample losses, its
-    count of correct answers); :attr:`Loop.metrics` turns the summed values into the logged
+    count of correct answers); `Loop.metrics` turns the summed values into the logged
     ones (default: logged as they are).
     """
 
@@ -66,7 +66,7 @@ class StepResult:
 
 @attrs.frozen
 class LoopResult:
-    """Where :meth:`Loop.run` stopped: ``steps_done`` in total, ``seconds`` of training time
+    """Where [`Loop.run`][jiio_tasks.loop.Loop.run] stopped: ``steps_done`` in total, ``seconds`` of training time
     in total (all resumptions), ``start`` (the step this call resumed from) and the last
     logged values."""
 
@@ -113,7 +113,7 @@ class Loop:
 
     def resume(self) -> int:
         """Restore the saved state (if any) on every rank and record or check the settings on
-        the main rank; returns the step to continue from. :meth:`run` calls it if needed; call
+        the main rank; returns the step to continue from. [`run`][jiio_tasks.loop.Loop.run] calls it if needed; call
         it first when the family must know the start (e.g. to seed its data before step 1)."""
         if self._start is not None:
             return self._start
@@ -137,7 +137,7 @@ class Loop:
         """Train from the resumed step to ``steps`` (or until ``max_seconds`` of training time),
         logging every ``log_every`` steps and saving every ``save_every`` steps and where it
         stops. A non-finite loss or gradient raises
-        :class:`~jiio_tasks.runs.NonFiniteError` before that step's update and save."""
+        [`NonFiniteError`][jiio_tasks.runs.NonFiniteError] before that step's update and save."""
         env = self.env
         start = self.resume()
         bar = tqdm(range(start, self.steps), initial=start, total=self.steps,

@@ -30,11 +30,11 @@ class PenaltyDraw:
     shard's rows ``[start, start + B)`` of a global batch of ``total`` samples (``None``: the
     batch is the whole global batch).
 
-    At an equilibrium (:meth:`penalty`) the probes are drawn for the whole global batch from a
+    At an equilibrium ([`penalty`][jiio_tasks.penalty.PenaltyDraw.penalty]) the probes are drawn for the whole global batch from a
     generator seeded ``seed`` and this shard takes its rows, so a sample's estimate does not
     depend on the split; in a single process the draws are exactly those of
     ``hutchinson_jacobian_norm(layer, z, x, probes=probes, generator=Generator().manual_seed(seed))``.
-    A joint solve's random iterate (:meth:`joint_generator`) is drawn per shard."""
+    A joint solve's random iterate ([`joint_generator`][jiio_tasks.penalty.PenaltyDraw.joint_generator]) is drawn per shard."""
 
     seed: int
     start: int = 0
@@ -67,7 +67,7 @@ class PenaltyDraw:
         """Per-sample Hutchinson estimate of ``‖∂f(z, x)/∂z‖_F² / N`` (``z``, ``x`` constants;
         differentiable in the layer's parameters when grad mode is on), with this shard's rows
         of the global batch's probes. ``context``: the batch's context, passed to the layer as
-        by the solves (:mod:`jiio_core.context`)."""
+        by the solves ([`jiio_core.context`][jiio_core.context])."""
         if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
             raise ValueError(f"probes must be an int >= 1, got {probes!r}")
         spec = StateSpec.of(z)

@@ -1,25 +1,27 @@
 """Run directories: resumable training state written atomically, and metrics as JSON.
 
-A run directory holds::
+A run directory holds:
 
-    state.pt        # latest training state (model, optimiser, step, RNG states, extra)
-    metrics.json    # {"config": ..., "history": [{"step": ..., ...}, ...], "final": {...}}
-    *.png           # plots and image grids written by the task
+```
+state.pt        # latest training state (model, optimiser, step, RNG states, extra)
+metrics.json    # {"config": ..., "history": [{"step": ..., ...}, ...], "final": {...}}
+*.png           # plots and image grids written by the task
+```
 
 ``state.pt`` is written to a temporary file in the same directory, fsynced, then renamed over
 the old one, so an interrupted run always leaves a loadable state; ``RunDir.resume`` restores
 model, optimiser and RNG states and returns the step to continue from.
 
 One process writes a run directory at a time: the first write takes an OS file lock on
-``.lock`` (:mod:`filelock`; released when the process ends, so a killed run leaves no stale
-lock), and a second writer gets a :class:`RunError` naming the holder. Taking the lock also
-removes temporary files that a killed save left behind. :meth:`RunDir.begin` records a run's
+``.lock`` (`filelock`; released when the process ends, so a killed run leaves no stale
+lock), and a second writer gets a [`RunError`][jiio_tasks.runs.RunError] naming the holder. Taking the lock also
+removes temporary files that a killed save left behind. [`RunDir.begin`][jiio_tasks.runs.RunDir.begin] records a run's
 settings and refuses to resume with different ones (except those allowed to change, such as
 the step budget), or with a step budget below the steps already done.
 
 A run directory may come from someone else, so ``state.pt`` is read as data only
 (``torch.load(..., weights_only=True)``): a file that would need to execute code to load is
-refused with a :class:`RunError`. A state whose module or optimiser tensors are not finite is
+refused with a [`RunError`][jiio_tasks.runs.RunError]. A state whose module or optimiser tensors are not finite is
 never written (the last good checkpoint stays), nor accepted on resume.
 """
 
@@ -50,7 +52,7 @@ class RunError(RuntimeError):
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; a failure (disk full,
-    no permission) is a :class:`RunError` naming ``path``, and the old file stays."""
+    no permission) is a [`RunError`][jiio_tasks.runs.RunError] naming ``path``, and the old file stays."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -82,7 +84,7 @@ class NonFiniteError(RunError):
 
 def backward_and_step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int) -> None:
     """``loss.backward()`` then ``opt.step()``, unless a gradient is NaN/Inf: then no update is
-    made and :class:`NonFiniteError` stops the run (its last saved state stays the last good
+    made and [`NonFiniteError`][jiio_tasks.runs.NonFiniteError] stops the run (its last saved state stays the last good
     one). The test is on the gradients, which data-parallel training has already combined, so
     every rank decides alike (one host sync per step)."""
     opt.zero_grad(set_to_none=True)
@@ -149,7 +151,7 @@ class RunDir:
     @classmethod
     def existing(cls, root: str | os.PathLike[str], *, flag: str | None = None) -> RunDir:
         """A run directory that must already hold a run (for evaluation): a clear
-        :class:`RunError` if it is missing or holds no state and no metrics; ``flag`` (e.g.
+        [`RunError`][jiio_tasks.runs.RunError] if it is missing or holds no state and no metrics; ``flag`` (e.g.
         ``"--vae-run"``) names the option it came from in the message."""
         run = cls(root)
         where = f"{flag} {run.root}" if flag else f"run directory {run.root}"
@@ -165,7 +167,7 @@ class RunDir:
 
     def acquire(self) -> None:
         """Take this directory's writer lock (idempotent within a process); raise
-        :class:`RunError` if another process holds it. Removes leftover temporary files."""
+        [`RunError`][jiio_tasks.runs.RunError] if another process holds it. Removes leftover temporary files."""
         key = self.root.resolve()
         if key in _LOCKS:  # every write calls this: the held case costs no directory syscalls
             return
@@ -201,7 +203,7 @@ class RunDir:
               *, may_change: frozenset[str] = RESUMABLE_CHANGES) -> None:
         """Record ``config`` when the run starts (``start == 0``); on resume compare it with the
         recorded one: a changed setting outside ``may_change`` (matched on the last part of its
-        dotted name) is a :class:`RunError` naming old and new values, the allowed changes are
+        dotted name) is a [`RunError`][jiio_tasks.runs.RunError] naming old and new values, the allowed changes are
         recorded under ``"resumed"`` with the step. ``steps`` below ``start`` is an error."""
         self.acquire()
         if steps is not None and steps < start:
@@ -245,7 +247,7 @@ class RunDir:
         """Atomically write everything needed to resume after ``step`` completed steps (takes
         the writer lock).
 
-        Raises :class:`RunError` (and writes nothing) when a module's or optimiser's state holds
+        Raises [`RunError`][jiio_tasks.runs.RunError] (and writes nothing) when a module's or optimiser's state holds
         NaN/Inf, so a diverged run never replaces its last good checkpoint.
         """
         payload = {
@@ -314,7 +316,7 @@ class RunDir:
     def load_model(self, model: nn.Module) -> int:
         """Load the trained module of a run (``"model"`` in ``state.pt``) into ``model``, read as
         data only, without touching the RNG states; returns the steps it was trained for. A
-        missing state is a :class:`RunError`."""
+        missing state is a [`RunError`][jiio_tasks.runs.RunError]."""
         if not self.state_path.exists():
             raise RunError(f"{self.state_path} does not exist (train into {self.root} first)")
         payload = self._read_state()

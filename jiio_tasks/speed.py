@@ -5,12 +5,12 @@ The procedure, so that a speed-up cannot come from a kinder measurement:
 1. **Score at equilibrium.** Each method is scored by the loss of the input it *returns*, at the
    DEQ equilibrium of that input re-solved tightly (never at an intermediate joint iterate).
 2. **Tune the baseline.** The baseline's step size is swept on a grid that is extended (×2 or
-   ÷2) until the best value is interior (:func:`interior_sweep`).
+   ÷2) until the best value is interior ([`interior_sweep`][jiio_tasks.speed.interior_sweep]).
 3. **Equal quality.** JIIO's iteration count ``k*`` is the smallest of the tried counts from
-   which on its score stays at or below the baseline's (:func:`first_stable_k`).
+   which on its score stays at or below the baseline's ([`first_stable_k`][jiio_tasks.speed.first_stable_k]).
 4. **CPU time with spread.** Both runs are timed by process CPU time (``time.process_time``:
    not inflated by other jobs on a shared machine), interleaved over ``repeats`` pairs; the
-   ratio is reported as the median with its min–max over the pairs (:func:`paired_ratio`).
+   ratio is reported as the median with its min–max over the pairs ([`paired_ratio`][jiio_tasks.speed.paired_ratio]).
 """
 
 from __future__ import annotations
@@ -159,11 +159,11 @@ def compare(
 
     ``baseline(step_size)`` runs the baseline and returns the input it found; ``jiio(k)`` runs
     a JIIO solve of ``k`` iterations and returns its input; ``score(input)`` is the loss at that
-    input's tight equilibrium. The step size is swept from ``step_sizes`` (:func:`interior_sweep`,
+    input's tight equilibrium. The step size is swept from ``step_sizes`` ([`interior_sweep`][jiio_tasks.speed.interior_sweep],
     or taken from ``reference``: an earlier result's ``(best, scores)``), ``k*`` is
-    :func:`first_stable_k` over ``iterations``, and both are timed by :func:`paired_ratio`
+    [`first_stable_k`][jiio_tasks.speed.first_stable_k] over ``iterations``, and both are timed by [`paired_ratio`][jiio_tasks.speed.paired_ratio]
     (skipped with ``time_it=False`` or when JIIO never reaches the baseline's score).
-    ``progress`` shows a bar on stderr (:func:`jiio_tasks.progress.progress_bar`), one tick
+    ``progress`` shows a bar on stderr ([`jiio_tasks.progress.progress_bar`][jiio_tasks.progress.progress_bar]), one tick
     per run: the step sizes of the grid (raised when the sweep extends it), the JIIO counts and
     the ``1 + repeats`` timed pairs (dropped when the timing is skipped)."""
     grid = len(set(float(s) for s in step_sizes)) if reference is None else 0

@@ -1,7 +1,7 @@
 """jiio_zoo: models, configs and checkpoints.
 
 ``jiio_zoo.load(name, pretrained=True, weights=None, device="cpu")`` builds a named model
-(:class:`ZooModel`: layer with its injection, head, config); ``jiio_zoo.list()`` names them.
+([`ZooModel`][jiio_zoo.model.ZooModel]: layer with its injection, head, config); ``jiio_zoo.list()`` names them.
 The pieces (``MDEQLayer``, injections, heads, ``OptEqLayer``) can also be composed by hand.
 Configs come from names (``get_config``), JSON files (``load_config_file``) or plain dicts
 (``from_dict(cls, data)`` for any attrs settings class, zoo or ``jiio_core``; errors name the

@@ -51,7 +51,7 @@ def flatten_lead(t: Tensor, trailing: int) -> tuple[Tensor, tuple[int, ...]]:
     """Merge all dimensions before the last ``trailing`` ones into one batch dimension.
 
     Returns the reshaped tensor and the merged leading shape (to restore with
-    :func:`restore_lead`).
+    `restore_lead`).
     """
     if t.ndim < trailing + 1:
         raise ValueError(
@@ -63,5 +63,5 @@ def flatten_lead(t: Tensor, trailing: int) -> tuple[Tensor, tuple[int, ...]]:
 
 
 def restore_lead(t: Tensor, lead: tuple[int, ...]) -> Tensor:
-    """Inverse of :func:`flatten_lead` for a tensor whose first dimension is ``prod(lead)``."""
+    """Inverse of `flatten_lead` for a tensor whose first dimension is ``prod(lead)``."""
     return t.reshape(*lead, *t.shape[1:])

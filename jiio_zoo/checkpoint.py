@@ -1,22 +1,24 @@
 """Checkpoints of zoo models: a documented, versioned format written atomically.
 
-A checkpoint is a ``torch.save`` file holding one dict (loadable with ``weights_only=True``)::
+A checkpoint is a ``torch.save`` file holding one dict (loadable with ``weights_only=True``):
 
-    {
-        "format": "jiio-zoo-checkpoint",
-        "format_version": 1,
-        "jiio_version": "0.1.0",          # the jiio package that wrote it
-        "config_name": "mnist_adv",
-        "config": {...},                  # ZooConfig.to_dict(): rebuilds the model
-        "state_dict": {...},              # ZooModel.state_dict()
-        "extra": {...},                   # optional user metadata (plain types only)
-    }
+```
+{
+    "format": "jiio-zoo-checkpoint",
+    "format_version": 1,
+    "jiio_version": "0.1.0",          # the jiio package that wrote it
+    "config_name": "mnist_adv",
+    "config": {...},                  # ZooConfig.to_dict(): rebuilds the model
+    "state_dict": {...},              # ZooModel.state_dict()
+    "extra": {...},                   # optional user metadata (plain types only)
+}
+```
 
-:func:`save` writes to a temporary file in the destination's directory, flushes and fsyncs it,
+[`save`][jiio_zoo.checkpoint.save] writes to a temporary file in the destination's directory, flushes and fsyncs it,
 then ``os.replace``-s it over the destination, so a crash leaves either the old file or the new
-one, never a torn file. :func:`read` validates the layout and version; :func:`load_into` also
-checks that the stored config equals the model's; :func:`load_model` rebuilds the model from the
-stored config. Every failure raises :class:`CheckpointError` naming the file and the problem.
+one, never a torn file. [`read`][jiio_zoo.checkpoint.read] validates the layout and version; [`load_into`][jiio_zoo.checkpoint.load_into] also
+checks that the stored config equals the model's; [`load_model`][jiio_zoo.checkpoint.load_model] rebuilds the model from the
+stored config. Every failure raises [`CheckpointError`][jiio_zoo.checkpoint.CheckpointError] naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def jiio_version() -> str:
 
 @attrs.frozen(eq=False)
 class Checkpoint:
-    """A checkpoint read back by :func:`read`."""
+    """A checkpoint read back by [`read`][jiio_zoo.checkpoint.read]."""
 
     path: Path
     format_version: int
@@ -95,7 +97,7 @@ def save(
 ) -> Path:
     """Write ``model`` (its config and state dict) to ``path`` atomically; returns the path.
 
-    A model with NaN/Inf weights is refused (:class:`CheckpointError`) and ``path`` is left as it was.
+    A model with NaN/Inf weights is refused ([`CheckpointError`][jiio_zoo.checkpoint.CheckpointError]) and ``path`` is left as it was.
 
     The parent directory is created if needed. ``extra`` is stored as given (use plain types:
     numbers, strings, lists, dicts, tensors).

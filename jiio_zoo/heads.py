@@ -3,14 +3,14 @@
 Every head accepts branch tensors ``(B, *lead, C_i, H_i, W_i)`` and returns outputs with the same
 leading dimensions (``lead`` is ``(S,)`` for meta-learning tasks, else ``()``).
 
-- :class:`ImageHead` — MDEQ segmentation-style merge: upsample every branch to the finest
+- [`ImageHead`][jiio_zoo.heads.ImageHead] — MDEQ segmentation-style merge: upsample every branch to the finest
   resolution, concatenate, 1×1 conv + GN + ReLU, 1×1 conv to the image channels, optional
   ``tanh``/``sigmoid``.
-- :class:`MDEQClassificationHead` — MDEQ classification head: per branch a bottleneck that
+- [`MDEQClassificationHead`][jiio_zoo.heads.MDEQClassificationHead] — MDEQ classification head: per branch a bottleneck that
   widens to ``4·head_channels[i]``, stride-2 3×3 convs carrying the finer branches down and
   summing into the coarser ones, a 1×1 conv to ``final_channels``, global average pooling and a
   linear classifier.
-- :class:`PooledClassificationHead` — per branch GN + average pooling to a
+- [`PooledClassificationHead`][jiio_zoo.heads.PooledClassificationHead] — per branch GN + average pooling to a
   ``ceil(pool_size/2^i)`` grid, concatenation, linear classifier (the meta-learning head).
 """
 

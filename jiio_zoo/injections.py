@@ -1,27 +1,27 @@
 """Input injections: maps from the optimised input ``x`` to what each MDEQ branch receives.
 
-An :class:`Injection` turns ``x`` into :class:`BranchInputs`: one additive injection map per
+An [`Injection`][jiio_zoo.injections.Injection] turns ``x`` into [`BranchInputs`][jiio_zoo.injections.BranchInputs]: one additive injection map per
 branch (shape ``(B, *lead, C_i, H_i, W_i)``) and, optionally, one FiLM vector per branch
-(``(B, 2·expansion·C_i)``, scale then shift). :class:`jiio_zoo.mdeq.MDEQLayer` calls its
+(``(B, 2·expansion·C_i)``, scale then shift). [`jiio_zoo.mdeq.MDEQLayer`][jiio_zoo.mdeq.MDEQLayer] calls its
 injection inside every ``forward(z, x, context)``, so JIIO differentiates through it with
 respect to ``x``. Fixed per-sample conditioning (a clean image, a task's images) is the solve's
-``context`` argument (:mod:`jiio_core.context`), passed down on every call and never stored.
+``context`` argument ([`jiio_core.context`][jiio_core.context]), passed down on every call and never stored.
 
-``lead`` is ``()`` except for :class:`FiLMInjection`, where each batch row is a *task* holding
+``lead`` is ``()`` except for [`FiLMInjection`][jiio_zoo.injections.FiLMInjection], where each batch row is a *task* holding
 ``S`` context images: the state then has shape ``(B, S, C_i, H_i, W_i)`` and the task vector
 ``x`` of shape ``(B, D)`` modulates all ``S`` images of its task.
 
 Three injections cover the paper's settings:
 
-- :class:`LatentInjection` — generative models and inverse problems: ``x`` is a latent
+- [`LatentInjection`][jiio_zoo.injections.LatentInjection] — generative models and inverse problems: ``x`` is a latent
   vector, mapped to every branch by one linear layer per branch (Appendix C.2).
-- :class:`ImageInjection` — adversarial training: ``x`` is an image, or, given a batch of
+- [`ImageInjection`][jiio_zoo.injections.ImageInjection] — adversarial training: ``x`` is an image, or, given a batch of
   clean images as the context, a perturbation ``δ`` so that the image seen is ``clean + δ``. A conv stem feeds branch 0; the coarser branches get either zeros
   (``all_branches=False``, as the original MDEQ) or the stem output average-pooled to their
   resolution through a 1×1 conv + GN (``all_branches=True``, the default: a branch without
   injection makes ``f`` depend on its state only through scale-invariant GroupNorms, so plain
   damped iteration does not contract at initialisation; see ``tests/zoo/test_mdeq.py``).
-- :class:`FiLMInjection` — meta-learning: ``x`` is a task vector; the support/query images are
+- [`FiLMInjection`][jiio_zoo.injections.FiLMInjection] — meta-learning: ``x`` is a task vector; the support/query images are
   the context (required) fed through the conv stem into branch 0,
   and ``x`` goes through one linear layer to FiLM scale/shift applied after the first
   GroupNorm of every residual block.
@@ -68,10 +68,10 @@ def _check_shapes(shapes: Sequence[BranchShape]) -> tuple[BranchShape, ...]:
 
 
 class Injection(nn.Module, ABC):
-    """Maps the optimised input ``x`` to per-branch :class:`BranchInputs`.
+    """Maps the optimised input ``x`` to per-branch [`BranchInputs`][jiio_zoo.injections.BranchInputs].
 
     ``shapes`` are the branches' ``(C_i, H_i, W_i)``. Subclasses implement
-    :meth:`forward`, which receives the solve's ``context`` (``None`` when the solve has none);
+    [`forward`][jiio_zoo.injections.Injection.forward], which receives the solve's ``context`` (``None`` when the solve has none);
     those that read fixed per-sample conditioning (a clean image, context images) validate it,
     the others ignore it (a problem's context may be meant for its objective alone).
     """
@@ -225,12 +225,12 @@ class FiLMInjection(Injection):
 
     Each batch row is a task with ``S`` context images ``(B, S, C_in, H, W)``, the solve's
     required ``context`` (e.g. its support images followed by its query images). The state of
-    :class:`~jiio_zoo.mdeq.MDEQLayer` then has shape ``(B, S, C_i, H_i, W_i)``; the injection
+    [`MDEQLayer`][jiio_zoo.mdeq.MDEQLayer] then has shape ``(B, S, C_i, H_i, W_i)``; the injection
     maps are the stem applied to each image, zeros on coarser branches. One linear layer maps
     ``x`` to the FiLM ``(γ, β)`` of every branch (``2·expansion·C_i`` values each), used as
     ``GN(u)·(1 + γ) + β`` after the first GroupNorm of each residual block; its bias starts at
     zero, so ``x = 0`` is the unmodulated MDEQ at initialisation. Coarser branches are fed as in
-    :class:`ImageInjection` (``all_branches``).
+    [`ImageInjection`][jiio_zoo.injections.ImageInjection] (``all_branches``).
     """
 
     def __init__(

@@ -1,13 +1,15 @@
-"""Multiscale deep equilibrium model (MDEQ, Bai et al. 2020) as a :class:`jiio_core.layer.Layer`.
+"""Multiscale deep equilibrium model (MDEQ, Bai et al. 2020) as a [`jiio_core.layer.Layer`][jiio_core.layer.Layer].
 
 The cell ``f_θ(z, x)`` acts on a tuple of per-branch feature maps ``z_i`` of shape
 ``(B, C_i, H_i, W_i)`` with ``H_i = ceil(H / 2^i)``:
 
-1. per branch, a residual block::
+1. per branch, a residual block:
 
-       u = ReLU(FiLM(GN(conv3×3_{C→E·C}(z_i))))       # FiLM only for meta-learning
-       v = GN(drop(conv3×3_{E·C→C}(u)) + inj_i)
-       b_i = GN(ReLU(v + z_i))
+    ```
+    u = ReLU(FiLM(GN(conv3×3_{C→E·C}(z_i))))       # FiLM only for meta-learning
+    v = GN(drop(conv3×3_{E·C→C}(u)) + inj_i)
+    b_i = GN(ReLU(v + z_i))
+    ```
 
 2. fusion into branch ``i``: ``Σ_j P_ij(b_j)`` with ``P_ii`` the identity, ``P_ij`` for a
    coarser ``j`` a 1×1 conv + GN + nearest upsampling, for a finer ``j`` ``(i−j)`` stride-2 3×3
@@ -24,10 +26,10 @@ initialisation: with 1, plain damped iteration of a freshly initialised MDEQ doe
 Block convolutions and the post-fusion 1×1 convolutions carry weight normalisation; every
 normalisation is a GroupNorm, so each sample is processed independently of the rest of the
 batch. Variational dropout draws one per-sample, per-channel mask per solve
-(:meth:`MDEQLayer.reset_dropout`, also called by :meth:`MDEQLayer.init_state` in training mode)
+([`MDEQLayer.reset_dropout`][jiio_zoo.mdeq.MDEQLayer.reset_dropout], also called by `MDEQLayer.init_state` in training mode)
 and keeps it for every iteration; it is the identity in eval mode.
 
-:class:`MDEQLayer` owns an :class:`~jiio_zoo.injections.Injection`, so ``forward(z, x)`` takes
+[`MDEQLayer`][jiio_zoo.mdeq.MDEQLayer] owns an [`Injection`][jiio_zoo.injections.Injection], so ``forward(z, x)`` takes
 the raw optimised input ``x`` and JIIO's vector-Jacobian products reach ``x`` through it.
 """
 
@@ -70,7 +72,7 @@ def branch_shapes(
 
 
 class VariationalDropout2d(nn.Module):
-    """Dropout with one mask per sample and channel, fixed until :meth:`reset` draws another.
+    """Dropout with one mask per sample and channel, fixed until [`reset`][jiio_zoo.mdeq.VariationalDropout2d.reset] draws another.
 
     Active only in training mode with ``p > 0``; the kept channels are scaled by ``1/(1−p)``.
     """
@@ -281,10 +283,10 @@ class MDEQLayer(Layer):
     """MDEQ as a JIIO layer: ``forward(z, x)`` computes ``f_θ(z, injection(x))``.
 
     ``z`` is a tuple of per-branch maps ``(B, *lead, C_i, H_i, W_i)`` (``lead`` is ``()`` except
-    for :class:`~jiio_zoo.injections.FiLMInjection`, where it is ``(S,)``: ``S`` context images
-    per task). :meth:`init_state` returns zeros and, in training mode with dropout, draws new
+    for [`FiLMInjection`][jiio_zoo.injections.FiLMInjection], where it is ``(S,)``: ``S`` context images
+    per task). `init_state` returns zeros and, in training mode with dropout, draws new
     dropout masks. Fixed per-sample conditioning (a clean image, context images) is the solve's
-    ``context`` (:mod:`jiio_core.context`): ``forward`` and ``init_state`` take it as an
+    ``context`` ([`jiio_core.context`][jiio_core.context]): ``forward`` and ``init_state`` take it as an
     argument and hand it to the injection on every call; the layer stores none.
     """
 

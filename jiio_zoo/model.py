@@ -39,8 +39,8 @@ class LinearHead(Head):
 class ZooModel(nn.Module):
     """A bundle ``(layer, head, config)``, callable as ``model(x) = h_θ(z*(x))``.
 
-    ``layer`` is the equilibrium cell ``f_θ(z, x)`` (a :class:`jiio_core.layer.Layer`; for MDEQ
-    it owns the injection), ``head`` is ``h_θ(z)``. :meth:`objective` builds the inner loss of
+    ``layer`` is the equilibrium cell ``f_θ(z, x)`` (a [`jiio_core.layer.Layer`][jiio_core.layer.Layer]; for MDEQ
+    it owns the injection), ``head`` is ``h_θ(z)``. [`objective`][jiio_zoo.model.ZooModel.objective] builds the inner loss of
     the config's task, ready for ``jiio_core.problem.JointProblem``.
     """
 
@@ -82,11 +82,11 @@ class ZooModel(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``h_θ(z*(x))``: the model as a plain function of its input (logits of a classifier,
-        the image of a latent), by the config's DEQ solver (:func:`jiio_zoo.recipe.deq_solver`)
+        the image of a latent), by the config's DEQ solver ([`jiio_zoo.recipe.deq_solver`][jiio_zoo.recipe.deq_solver])
         with an implicit backward pass, so ``model(x)`` is differentiable in ``x`` and ``θ``
         (e.g. for an attack library). ``context``: the batch's fixed conditioning where the
         model reads one (clean images under which ``x`` is a perturbation, a task's images),
-        passed to the solve (:mod:`jiio_core.context`)."""
+        passed to the solve ([`jiio_core.context`][jiio_core.context])."""
         from jiio_zoo.recipe import deq_solver  # the recipe imports this module
 
         return self.decode(deq_solver(self).solve(self.layer, x, context=context).z)

@@ -1,6 +1,6 @@
 """Ready inner objectives ``ℓ(z, x, y)`` for the zoo heads (one per task family).
 
-Each returns a per-sample ``(B,)`` loss and declares its :class:`~jiio_core.objective.Relation`
+Each returns a per-sample ``(B,)`` loss and declares its [`Relation`][jiio_core.objective.Relation]
 to the training loss. They own the head, so ``objective.parameters()`` include ``h_θ``.
 """
 

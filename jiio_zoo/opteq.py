@@ -3,18 +3,18 @@ Equilibrium Networks"): its fixed point is the unique minimiser of an explicit e
 
 The unit layer is a proximal-gradient step on
 
-.. math::
-
-    E(z; x) = \tfrac12 z^\top (I - W) z - (Ux + b)^\top z + \iota_K(z) + P(z),
+$$
+E(z; x) = \tfrac12 z^\top (I - W) z - (Ux + b)^\top z + \iota_K(z) + P(z),
+$$
 
 with ``W`` symmetric and ``‖W‖₂ ≤ w < 1`` by construction, ``ι_K`` the indicator of a closed
 convex set ``K`` (``relu``: ``z ≥ 0``; ``hardtanh``: ``-1 ≤ z ≤ 1``; ``identity``: all of
 ``ℝⁿ``), and ``P`` an optional convex prior with ``L_P``-Lipschitz gradient. The layer is
 
-.. math::
-
-    f(z, x) = \Pi_K\big(z - t\,\nabla_z g(z; x)\big), \qquad
-    \nabla_z g = (I - W) z - (Ux + b) + \nabla P(z), \qquad t = 1 / (1 + L_P),
+$$
+f(z, x) = \Pi_K\big(z - t\,\nabla_z g(z; x)\big), \qquad
+\nabla_z g = (I - W) z - (Ux + b) + \nabla P(z), \qquad t = 1 / (1 + L_P),
+$$
 
 which without a prior is ``f(z, x) = σ(Wz + Ux + b)`` with ``σ = Π_K`` the activation: the
 proximal operator of ``ι_K``, as in OptEq's "unit layer". Why the fixed point is the minimiser:
@@ -25,10 +25,10 @@ proximal operator of ``ι_K``, as in OptEq's "unit layer". Why the fixed point i
 - ``z ↦ z − t∇g(z)`` has Lipschitz constant ``max|1 − tλ|`` over the Hessian's spectrum
   ``λ ∈ [1 − w, 1 + w + L_P]``, i.e. at most ``(w + L_P)/(1 + L_P) < 1``, and ``Π_K`` is
   non-expansive, so plain iteration of the layer converges linearly to ``z*``
-  (:meth:`OptEqLayer.contraction_bound`).
+  ([`OptEqLayer.contraction_bound`][jiio_zoo.opteq.OptEqLayer.contraction_bound]).
 
 The prior is the OptEq paper's "modify the underlying convex problem" knob: adding
-``P(z) = ρ/2 ‖z − z_p‖²`` (:class:`QuadraticPrior`) moves the equilibrium to the minimiser of
+``P(z) = ρ/2 ‖z − z_p‖²`` ([`QuadraticPrior`][jiio_zoo.opteq.QuadraticPrior]) moves the equilibrium to the minimiser of
 ``E + P``, e.g. for ``identity`` to ``((1 + ρ) I − W)⁻¹ (Ux + b + ρ z_p)``.
 
 ``W`` is parametrised as ``W = w · S / (1 + ‖S‖₂)`` with ``S = (A + Aᵀ)/2`` and ``A`` free, so
@@ -132,7 +132,7 @@ class OptEqLayer(Layer):
         input_dim: ``d``.
         activation: ``"relu"``, ``"hardtanh"`` or ``"identity"`` (the projection ``Π_K``).
         max_gain: ``w ∈ (0, 1)``, the bound on ``‖W‖₂`` (strong convexity ``≥ 1 − w``).
-        prior: optional :class:`Prior` added to the energy (see :meth:`set_prior`).
+        prior: optional [`Prior`][jiio_zoo.opteq.Prior] added to the energy (see [`set_prior`][jiio_zoo.opteq.OptEqLayer.set_prior]).
     """
 
     def __init__(

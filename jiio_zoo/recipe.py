@@ -1,5 +1,5 @@
-"""A zoo config's solver settings as a :class:`jiio_core.recipe.SolveSettings`: the one place
-where :class:`~jiio_zoo.configs.SolverConfig` fields become solver objects.
+"""A zoo config's solver settings as a [`jiio_core.recipe.SolveSettings`][jiio_core.recipe.SolveSettings]: the one place
+where [`SolverConfig`][jiio_zoo.configs.schema.SolverConfig] fields become solver objects.
 
 Field by field: ``accelerator`` → the accelerator kind, with ``anderson_memory`` (Anderson) or
 ``broyden_memory`` (Broyden) as its memory; ``damping`` and ``damping_x_switch`` /
@@ -7,8 +7,8 @@ Field by field: ``accelerator`` → the accelerator kind, with ``anderson_memory
 solve of fewer iterations never switches); ``x_step`` → plain or normalised x-steps;
 ``jiio_iterations`` → ``max_iter``; ``forward_threshold`` / ``backward_threshold`` → the DEQ
 forward budget and every backward solve's budget. ``epsilon`` is the adversarial radius (read
-by the attack), and :class:`~jiio_zoo.configs.TrainConfig` is read by the trainers
-(:func:`make_optimizer` for ``optimizer``, ``learning_rate``, ``weight_decay``).
+by the attack), and [`TrainConfig`][jiio_zoo.configs.schema.TrainConfig] is read by the trainers
+([`make_optimizer`][jiio_zoo.recipe.make_optimizer] for ``optimizer``, ``learning_rate``, ``weight_decay``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = ["deq_solver", "joint_problem", "make_optimizer", "settings"]
 
 
 def settings(config: ZooConfig | SolverConfig, *, iterations: int | None = None, **overrides: Any) -> SolveSettings:
-    """The :class:`~jiio_core.recipe.SolveSettings` of ``config`` (``iterations`` replaces
+    """The [`SolveSettings`][jiio_core.recipe.SolveSettings] of ``config`` (``iterations`` replaces
     ``jiio_iterations``; ``overrides`` replace any other settings field by name)."""
     s = config.solver if isinstance(config, ZooConfig) else config
     if not isinstance(s, SolverConfig):
@@ -58,7 +58,7 @@ def joint_problem(
     throw: bool = False,
     **overrides: Any,
 ) -> JointProblem:
-    """The JIIO problem of ``model``'s config for ``objective`` (see :func:`settings`)."""
+    """The JIIO problem of ``model``'s config for ``objective`` (see [`settings`][jiio_zoo.recipe.settings])."""
     if not isinstance(model, ZooModel):
         raise TypeError(f"model must be a ZooModel, got {type(model).__name__}")
     return settings(model.config, iterations=iterations, **overrides).problem(

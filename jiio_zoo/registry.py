@@ -4,7 +4,7 @@ Weights are looked up, in order, at the ``weights=`` path, inside the package
 (``jiio_zoo/weights/<name>.pt``, for the small CPU entries that ship trained weights) and in
 the user cache (``$JIIO_CACHE/<name>.pt``, default ``~/.cache/jiio/<name>.pt``, where the
 paper-scale entries live). Without weights, ``pretrained=True`` raises
-:class:`MissingWeightsError` saying where to put the file and which command trains it.
+[`MissingWeightsError`][jiio_zoo.registry.MissingWeightsError] saying where to put the file and which command trains it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ class MissingWeightsError(FileNotFoundError):
 
 
 def list_models(*, with_weights: bool = False) -> list[str]:
-    """Names accepted by :func:`load`, paper-scale entries first; ``with_weights``: only those
+    """Names accepted by [`load`][jiio_zoo.registry.load], paper-scale entries first; ``with_weights``: only those
     whose trained weights are available here (shipped in the package or in the cache), see
-    :func:`weights_status`."""
+    [`weights_status`][jiio_zoo.registry.weights_status]."""
     return [n for n in CONFIGS if not with_weights or weights_status(n) != "none"]
 
 
@@ -54,7 +54,7 @@ def weights_status(name: str) -> str:
 
 def _config(name: str | os.PathLike[str]) -> ZooConfig:
     """The catalogue entry ``name``, or the config in a ``.json`` file (see
-    :func:`jiio_zoo.configs.load_config_file`)."""
+    [`jiio_zoo.configs.load_config_file`][jiio_zoo.configs.loading.load_config_file])."""
     if isinstance(name, str) and name in CONFIGS:
         return CONFIGS[name]
     if isinstance(name, os.PathLike) or (isinstance(name, str) and name.endswith(".json")):
@@ -73,7 +73,7 @@ def packaged_weights_path(name: str) -> Path:
 
 
 def weights_candidates(name: str | os.PathLike[str]) -> list[Path]:
-    """Where :func:`load` looks for ``name``'s weights (packaged first for small entries)."""
+    """Where [`load`][jiio_zoo.registry.load] looks for ``name``'s weights (packaged first for small entries)."""
     config = _config(name)
     cached = cache_dir() / f"{config.name}.pt"
     if config.scale == "paper":
@@ -82,7 +82,7 @@ def weights_candidates(name: str | os.PathLike[str]) -> list[Path]:
 
 
 def train_command(name: str | os.PathLike[str]) -> str:
-    """The command that trains ``name`` (its checkpoint is what :func:`load` reads)."""
+    """The command that trains ``name`` (its checkpoint is what [`load`][jiio_zoo.registry.load] reads)."""
     return f"jiio train {_config(name).task} --config {name}"
 
 
@@ -95,7 +95,7 @@ def load(
     """Build the zoo model ``name``; with ``pretrained`` load its weights.
 
     Args:
-        name: one of :func:`list_models`, or a path to a ``.json`` config file (its weights
+        name: one of [`list_models`][jiio_zoo.registry.list_models], or a path to a ``.json`` config file (its weights
             are looked up under the config's ``name``).
         pretrained: load trained weights (``False``: a fresh initialisation, for every entry).
         weights: explicit checkpoint path (overrides the lookup; implies ``pretrained``).

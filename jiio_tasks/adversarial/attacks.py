@@ -2,7 +2,7 @@
 
 Both attack the same ``ZooModel`` in eval mode and return adversarial images inside the
 L2 ball of radius ``eps`` around the clean images *and* inside the pixel range [0, 1]:
-:func:`finalize` rescales ``δ`` into the ball and then clamps ``clean + δ`` to [0, 1]; the
+[`finalize`][jiio_tasks.adversarial.attacks.finalize] rescales ``δ`` into the ball and then clamps ``clean + δ`` to [0, 1]; the
 clamp moves every pixel towards its clean value (the clean image is in [0, 1]), so it never
 leaves the ball again.
 """
@@ -96,7 +96,7 @@ def deq_logits(model: ZooModel, images: Tensor, deq: DEQSolver, clean: Tensor | 
 
 
 def default_deq(model: ZooModel) -> DEQSolver:
-    """The config's DEQ solver (:func:`jiio_zoo.recipe.deq_solver`)."""
+    """The config's DEQ solver ([`jiio_zoo.recipe.deq_solver`][jiio_zoo.recipe.deq_solver])."""
     return deq_solver(model)
 
 
@@ -174,7 +174,7 @@ class PGDAttack:
 @attrs.frozen
 class JIIOAttack:
     """JIIO: minimise ``−CE(h(z), y)`` over ``δ`` jointly with ``z = f(z, clean + δ)`` (eq. 26),
-    inside :func:`pixel_ball`, with the config's solve recipe (:mod:`jiio_zoo.recipe`: its
+    inside [`pixel_ball`][jiio_tasks.adversarial.attacks.pixel_ball], with the config's solve recipe ([`jiio_zoo.recipe`][jiio_zoo.recipe]: its
     accelerator, memory, x-step kind, damping and late ``α_x``). ``memory`` and ``damping``
     override the config's when given."""
 

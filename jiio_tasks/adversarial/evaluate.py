@@ -1,4 +1,4 @@
-"""Robust evaluation (Table 5) and the JIIO-vs-PGD attack speed benchmark (:func:`bench`)."""
+"""Robust evaluation (Table 5) and the JIIO-vs-PGD attack speed benchmark ([`bench`][jiio_tasks.adversarial.evaluate.bench])."""
 
 from __future__ import annotations
 
@@ -67,15 +67,15 @@ def markdown(grid: dict[str, dict[str, dict[str, float]]], eps: float) -> str:
 
 
 EVAL_BATCH = 100
-"""Images attacked at a time by :func:`evaluate_runs` (as by ``train.robust_accuracies``)."""
+"""Images attacked at a time by [`evaluate_runs`][jiio_tasks.adversarial.evaluate.evaluate_runs] (as by ``train.robust_accuracies``)."""
 
 
 def _robust_accuracies(model: ZooModel, images: Tensor, labels: Tensor, eps: float, *, pgd_steps: int = 20,
                        jiio_iterations: int = 40, seed: int = 0, progress: Any = None) -> dict[str, float]:
     """Clean, PGD-``pgd_steps`` and JIIO-``jiio_iterations`` accuracy (fractions; the columns of
-    Table 5), the same numbers as :func:`jiio_tasks.adversarial.train.robust_accuracies`, computed
-    :data:`EVAL_BATCH` images at a time so that ``progress`` (a bar of
-    :func:`jiio_tasks.progress.progress_bar`, or ``None``) ticks once per batch and attack."""
+    Table 5), the same numbers as [`jiio_tasks.adversarial.train.robust_accuracies`][jiio_tasks.adversarial.train.robust_accuracies], computed
+    [`EVAL_BATCH`][jiio_tasks.adversarial.evaluate.EVAL_BATCH] images at a time so that ``progress`` (a bar of
+    [`jiio_tasks.progress.progress_bar`][jiio_tasks.progress.progress_bar], or ``None``) ticks once per batch and attack."""
     g = torch.Generator().manual_seed(seed)
     attacks: dict[str, JIIOAttack | PGDAttack | None] = {
         "clean": None, "pgd": PGDAttack(eps, steps=pgd_steps), "jiio": JIIOAttack(eps, iterations=jiio_iterations)}
@@ -97,9 +97,9 @@ def evaluate_runs(runs: Sequence[str], out: str | Path, size: int = 500, pgd_ste
                   jiio_iterations: int = 40, eps: float | None = None, *,
                   progress: bool = False) -> dict[str, Any]:
     """Evaluate every run on the fixed held-out subset of ``size`` test images
-    (:func:`jiio_tasks.adversarial.splits.held_out_digits`); write ``robust.json`` and
+    ([`jiio_tasks.adversarial.splits.held_out_digits`][jiio_tasks.adversarial.splits.held_out_digits]); write ``robust.json`` and
     ``robust.md`` under ``out``. ``progress`` shows a bar on stderr (one tick per batch of
-    :data:`EVAL_BATCH` images, attack and run)."""
+    [`EVAL_BATCH`][jiio_tasks.adversarial.evaluate.EVAL_BATCH] images, attack and run)."""
     results: list[dict[str, Any]] = []
     used_eps = 0.0
     loaded = []  # every run and its data first: a missing run or data root fails before any work
@@ -127,14 +127,14 @@ def evaluate_runs(runs: Sequence[str], out: str | Path, size: int = 500, pgd_ste
 
 
 PGD_STEPS_GRID: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 14, 20, 28, 40)
-"""PGD step counts :func:`bench` sweeps (each at its best step size)."""
+"""PGD step counts [`bench`][jiio_tasks.adversarial.evaluate.bench] sweeps (each at its best step size)."""
 
 JIIO_ITERATIONS_GRID: tuple[int, ...] = (5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120)
-"""JIIO iteration counts :func:`bench` scores to find ``k*``."""
+"""JIIO iteration counts [`bench`][jiio_tasks.adversarial.evaluate.bench] scores to find ``k*``."""
 
 REL_STEP_FACTORS: tuple[float, ...] = (0.5, 1.0, 2.0)
 """PGD-k's first step-size grid, as multiples of its default ``rel_step = 2.5 / k``; the sweep
-extends it (×2 or ÷2) until the best is interior (:func:`jiio_tasks.speed.interior_sweep`)."""
+extends it (×2 or ÷2) until the best is interior ([`jiio_tasks.speed.interior_sweep`][jiio_tasks.speed.interior_sweep])."""
 
 SCORE_MAX_ITER = 300
 SCORE_TOL = 1e-6
@@ -215,29 +215,29 @@ def bench(
     progress: bool = False,
 ) -> dict[str, Any]:
     """JIIO vs the cheapest PGD-k at equal attack success, by the fair procedure of
-    :mod:`jiio_tasks.speed`; writes ``bench.json`` and ``attack_loss_vs_time.png`` under
+    [`jiio_tasks.speed`][jiio_tasks.speed]; writes ``bench.json`` and ``attack_loss_vs_time.png`` under
     ``out`` (if given) and returns the numbers.
 
     - **Score**: success (fraction misclassified) and mean CE of the images an attack
-      returns, at their DEQ equilibrium re-solved tightly (:func:`tight_deq`); samples whose
+      returns, at their DEQ equilibrium re-solved tightly ([`tight_deq`][jiio_tasks.adversarial.evaluate.tight_deq]); samples whose
       solve did not converge are counted (``unconverged``).
     - **PGD**: for every ``k`` in ``pgd_grid`` (plus ``pgd_steps``), ``PGDAttack(eps, steps=k,
       rel_step=r)`` with ``r`` swept from ``rel_step_factors · 2.5/k`` by
-      :func:`~jiio_tasks.speed.interior_sweep`, maximising success (ties: larger CE).
-      PGD's inner solves use the config's DEQ solver (:func:`default_deq`).
+      [`interior_sweep`][jiio_tasks.speed.interior_sweep], maximising success (ties: larger CE).
+      PGD's inner solves use the config's DEQ solver ([`default_deq`][jiio_tasks.adversarial.attacks.default_deq]).
     - **Target** = the best success of PGD-``pgd_steps`` over its step sizes. The baseline is
       the cheapest PGD-k: the smallest ``k`` whose best success is ≥ the target.
     - **JIIO**: ``JIIOAttack(eps, iterations=k)`` for ``k`` in ``jiio_iterations``; ``k*`` is
       the smallest ``k`` from which on (over the tried counts) success stays ≥ the target
-      (:func:`~jiio_tasks.speed.first_stable_k`), ``None`` if there is none.
+      ([`first_stable_k`][jiio_tasks.speed.first_stable_k]), ``None`` if there is none.
     - **Time**: the baseline and JIIO-``k*`` by process CPU time, ``repeats`` interleaved pairs
-      after ``warmup`` (:func:`~jiio_tasks.speed.paired_ratio`): the ratio PGD/JIIO as the
+      after ``warmup`` ([`paired_ratio`][jiio_tasks.speed.paired_ratio]): the ratio PGD/JIIO as the
       median with min–max; both also in units of one plain DEQ forward solve of the clean batch
       (config's solver, median CPU time of ``repeats`` solves).
 
     The per-setting CPU times in ``pgd_sweep`` / ``jiio_sweep`` (the PNG's x axis) are single
     runs; only the paired timing gives the ratio. ``progress`` shows a bar on stderr
-    (:func:`jiio_tasks.progress.progress_bar`) with one tick per attack run (its total grows when
+    ([`jiio_tasks.progress.progress_bar`][jiio_tasks.progress.progress_bar]) with one tick per attack run (its total grows when
     a step-size sweep is extended) and per timed pair or forward solve.
     """
     _check_bench_args(images, labels, eps, pgd_steps, rel_step_factors, repeats, warmup)
@@ -376,7 +376,7 @@ def bench(
 
 
 def bench_summary(r: dict[str, Any]) -> str:
-    """The lines the CLI and the benchmark script print for a :func:`bench` result."""
+    """The lines the CLI and the benchmark script print for a [`bench`][jiio_tasks.adversarial.evaluate.bench] result."""
     lines = [
         f"clean: error {r['clean_error']:.3f}, CE {r['clean_ce']:.3f} ({r['batch']} images, eps {r['eps']:g}; "
         f"{r['scoring']})",

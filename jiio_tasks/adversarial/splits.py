@@ -1,10 +1,10 @@
 """The digit splits of the adversarial family, in one place: what the classifiers train on and
 the fixed held-out subset every robust accuracy is measured on.
 
-- **Training digits** (:func:`training_digits`): the whole *train* split (the 4,000 embedded
+- **Training digits** ([`training_digits`][jiio_tasks.adversarial.splits.training_digits]): the whole *train* split (the 4,000 embedded
   MNIST digits, or the MNIST / CIFAR-10 training set under ``data_root``), resized to the
   model's input.
-- **Held-out digits** (:func:`held_out_digits`): a fixed random subset of ``size`` items of
+- **Held-out digits** ([`held_out_digits`][jiio_tasks.adversarial.splits.held_out_digits]): a fixed random subset of ``size`` items of
   the *test* split (1,000 embedded digits; the test splits are sorted by class, so the first
   items would all be one class), the same for every run and every model: the permutation is
   seeded (``seed`` 0) and depends only on the split's length. ``jiio eval adversarial``
@@ -79,7 +79,7 @@ def held_out_indices(count: int, size: int, seed: int = 0) -> Tensor:
 
 
 def eval_subset(images: Tensor, labels: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A fixed random subset of ``size`` items (:func:`held_out_indices`; the test splits are
+    """A fixed random subset of ``size`` items ([`held_out_indices`][jiio_tasks.adversarial.splits.held_out_indices]; the test splits are
     sorted by class, so the first items would all be of one class)."""
     perm = held_out_indices(len(labels), size, seed)
     return images[perm], labels[perm]
@@ -94,7 +94,7 @@ def held_out_digits(
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """The held-out images (resized to ``model``'s input, in [0, 1]) and labels every
-    adversarial evaluator uses: :func:`eval_subset` of the test split of ``data``. A run's
+    adversarial evaluator uses: [`eval_subset`][jiio_tasks.adversarial.splits.eval_subset] of the test split of ``data``. A run's
     ``data`` and ``data_root`` are in its recorded config."""
     images, labels = load_split(data, "test", data_root)
     return eval_subset(fit_images(images, model), labels, size, seed)

@@ -1,7 +1,7 @@
 """Adversarial training of a zoo DEQ classifier: clean, PGD or JIIO (eq. 26).
 
 Every step draws a batch, builds its adversarial examples with the chosen adversary (none for
-clean training) and takes a step of the config's optimiser (:func:`jiio_zoo.recipe.make_optimizer`)
+clean training) and takes a step of the config's optimiser ([`jiio_zoo.recipe.make_optimizer`][jiio_zoo.recipe.make_optimizer])
 on the cross-entropy of the DEQ at those examples plus ``λ ·`` the Jacobian penalty (paper
 Appendix A.1; λ = the config's ``jac_reg`` unless overridden): a Hutchinson estimate of
 ``‖∂f/∂z‖_F²/N`` at the DEQ equilibrium of those examples, or, with the JIIO shortcut gradient, at
@@ -20,14 +20,14 @@ For JIIO two gradients are offered (``jiio_gradient``):
   with no extra solve (cheaper; exact only at a converged solve).
 
 Launched by ``torchrun`` (see docs/distributed.md), every rank draws the same global batch,
-trains on its shard through ``DistributedDataParallel`` around :class:`TrainingStep`, and rank 0
+trains on its shard through ``DistributedDataParallel`` around [`TrainingStep`][jiio_tasks.adversarial.train.TrainingStep], and rank 0
 alone writes the run directory; the saved state is that of the unwrapped model, so a run can be
 resumed with any number of processes.
 
-The penalty's randomness comes from a generator seeded by :func:`penalty_seed` ``(seed, step)``,
+The penalty's randomness comes from a generator seeded by [`penalty_seed`][jiio_tasks.penalty.penalty_seed] ``(seed, step)``,
 not from torch's global stream: a resumed run draws the same probes, the batches drawn are those
 of a run without the penalty, and the probes of a sample do not depend on which rank holds it
-(:class:`PenaltyDraw`), so a data-parallel step at the equilibrium equals the single-process
+([`PenaltyDraw`][jiio_tasks.penalty.PenaltyDraw]), so a data-parallel step at the equilibrium equals the single-process
 one. (The JIIO shortcut's random iterate is drawn per shard: there a data-parallel step equals
 the single-process one in distribution only.)
 """
@@ -78,7 +78,7 @@ def _check_jac_reg(value: object, what: str = "jac_reg must be") -> float:
 @attrs.frozen(kw_only=True)
 class AdvTrainConfig:
     """One adversarial-training run. ``eps``/``batch_size``/``lr``/``jac_reg`` default to the zoo
-    config (``lr`` is that of the config's optimiser, :func:`jiio_zoo.recipe.make_optimizer`)."""
+    config (``lr`` is that of the config's optimiser, [`jiio_zoo.recipe.make_optimizer`][jiio_zoo.recipe.make_optimizer])."""
 
     config: str = "digits_adv_small"
     method: Method = attrs.field(default="jiio", validator=one_of(*METHODS))
@@ -139,7 +139,7 @@ def _reduce(per_sample: Tensor, global_batch: int | None) -> Tensor:
 def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str, Any],
                   global_batch: int | None = None, *, draw: PenaltyDraw | None = None) -> StepLoss:
     """The loss of one training step for ``cfg["method"]``, the images it was computed at, and
-    its parts (:class:`StepLoss`).
+    its parts ([`StepLoss`][jiio_tasks.adversarial.train.StepLoss]).
 
     The loss is the mean over ``images``; with ``global_batch`` it is the sum over ``images``
     divided by ``global_batch``: this shard's part of the mean over a global batch split over
@@ -188,9 +188,9 @@ def training_loss(model: ZooModel, images: Tensor, labels: Tensor, cfg: dict[str
 
 
 class TrainingStep(nn.Module):
-    """:func:`training_loss` as a module: what ``DistributedDataParallel`` wraps, since DDP
+    """[`training_loss`][jiio_tasks.adversarial.train.training_loss] as a module: what ``DistributedDataParallel`` wraps, since DDP
     synchronises the gradients of the parameters used in its wrapped module's ``forward``.
-    ``global_batch`` as in :func:`training_loss` (then wrap with ``reduce="sum"``);
+    ``global_batch`` as in [`training_loss`][jiio_tasks.adversarial.train.training_loss] (then wrap with ``reduce="sum"``);
     ``shard_start`` is the first row of this rank's shard in the global batch (the rows of the
     Jacobian penalty's probes it takes). Its state dict is the model's under the prefix
     ``model.``: checkpoint ``self.model``."""
@@ -209,7 +209,7 @@ class TrainingStep(nn.Module):
         self.shard_start = shard_start
 
     def forward(self, images: Tensor, labels: Tensor, seed: int | None = None) -> StepLoss:
-        """The step's :class:`StepLoss`; ``seed`` (e.g. :func:`penalty_seed`) seeds the Jacobian
+        """The step's [`StepLoss`][jiio_tasks.adversarial.train.StepLoss]; ``seed`` (e.g. [`penalty_seed`][jiio_tasks.penalty.penalty_seed]) seeds the Jacobian
         penalty's randomness (default: drawn from torch's global stream when λ > 0)."""
         draw = None if seed is None else PenaltyDraw(seed, self.shard_start, self.global_batch)
         return training_loss(self.model, images, labels, self.cfg, self.global_batch, draw=draw)
@@ -219,7 +219,7 @@ def optimizer_step(step: nn.Module, opt: torch.optim.Optimizer, images: Tensor, 
                    seed: int | None = None, stats: dict[str, float] | None = None,
                    step_index: int | None = None) -> float:
     """One optimiser step on ``step(images, labels, seed)``'s loss; returns the loss. ``step``
-    is a :class:`TrainingStep`, or one wrapped by :meth:`DistEnv.wrap` (then ``images`` and
+    is a [`TrainingStep`][jiio_tasks.adversarial.train.TrainingStep], or one wrapped by [`DistEnv.wrap`][jiio_tasks.distributed.DistEnv.wrap] (then ``images`` and
     ``labels`` are this rank's shard, the gradient is combined over the ranks before the
     step, and the loss returned is this rank's). ``stats``, if given, receives this rank's
     ``task_loss`` (the cross-entropy part of the loss) and ``jacobian_sum``."""

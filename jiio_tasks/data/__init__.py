@@ -2,16 +2,16 @@
 
 Embedded sets, shipped in the package (no download, no root; see ``embedded/README.md``):
 
-- :class:`EmbeddedDigits`: 5,000 real MNIST digits, 28×28, fixed 4,000/1,000 split.
-- :class:`EmbeddedFaces`: 100 real LFW faces, 25×25 resized to ``size``, fixed 80/20 split.
-- :class:`EmbeddedGlyphs`: 1,119 Hershey stroke-font glyph classes rendered with random
+- [`EmbeddedDigits`][jiio_tasks.data.digits.EmbeddedDigits]: 5,000 real MNIST digits, 28×28, fixed 4,000/1,000 split.
+- [`EmbeddedFaces`][jiio_tasks.data.faces.EmbeddedFaces]: 100 real LFW faces, 25×25 resized to ``size``, fixed 80/20 split.
+- [`EmbeddedGlyphs`][jiio_tasks.data.glyphs.EmbeddedGlyphs]: 1,119 Hershey stroke-font glyph classes rendered with random
   jitter, split by classes into meta-train (839) and meta-test (280).
 
-The paper's data sets from a local root (never downloaded): :func:`mnist`, :func:`cifar10`,
-:func:`celeba64`, :func:`omniglot`; a missing root raises :class:`DatasetNotFoundError`.
+The paper's data sets from a local root (never downloaded): [`mnist`][jiio_tasks.data.local.mnist], [`cifar10`][jiio_tasks.data.local.cifar10],
+[`celeba64`][jiio_tasks.data.local.celeba64], [`omniglot`][jiio_tasks.data.local.omniglot]; a missing root raises [`DatasetNotFoundError`][jiio_tasks.data.local.DatasetNotFoundError].
 
-Few-shot tasks (learn2learn): :func:`make_taskset`, :class:`TaskSet`, :class:`Task`,
-:func:`split_task`, :class:`RotatedClasses`.
+Few-shot tasks (learn2learn): [`make_taskset`][jiio_tasks.data.fewshot.make_taskset], [`TaskSet`][jiio_tasks.data.fewshot.TaskSet], [`Task`][jiio_tasks.data.fewshot.Task],
+[`split_task`][jiio_tasks.data.fewshot.split_task], [`RotatedClasses`][jiio_tasks.data.fewshot.RotatedClasses].
 """
 
 from jiio_tasks.data.digits import EmbeddedDigits

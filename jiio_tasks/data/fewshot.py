@@ -1,18 +1,18 @@
 """Few-shot classification tasks (N-way, K-shot) built with learn2learn.
 
-:func:`make_taskset` wraps a labelled image data set in ``learn2learn.data.MetaDataset`` and a
+[`make_taskset`][jiio_tasks.data.fewshot.make_taskset] wraps a labelled image data set in ``learn2learn.data.MetaDataset`` and a
 ``TaskDataset`` (``Taskset``, its current name) with the transforms ``NWays``, ``KShots``
 (``shots + query_shots`` per class), ``LoadData``, ``RemapLabels`` and ``ConsecutiveLabels``;
-:func:`split_task` cuts a sampled task into disjoint support and query sets. With
+[`split_task`][jiio_tasks.data.fewshot.split_task] cuts a sampled task into disjoint support and query sets. With
 ``rotations=True`` every rotation of a class by a multiple of 90° is a class of its own
-(:class:`RotatedClasses`), as in the paper (and MAML).
+([`RotatedClasses`][jiio_tasks.data.fewshot.RotatedClasses]), as in the paper (and MAML).
 
 learn2learn's ``vision.benchmarks`` download their data and are not used. Its
 ``vision.transforms.RandomClassRotation`` is not used either: it rotates each *task's* classes
 by a random angle instead of enlarging the class set, and in 0.2.0 its per-sample closures all
 bind the last class's rotation.
 
-learn2learn samples with Python's ``random`` module; a :class:`TaskSet` made with a ``seed``
+learn2learn samples with Python's ``random`` module; a [`TaskSet`][jiio_tasks.data.fewshot.TaskSet] made with a ``seed``
 samples from a private stream (the global state is saved and restored around each draw), so its
 tasks are reproducible and it leaves ``random`` untouched.
 """
@@ -142,7 +142,7 @@ def split_task(x: Tensor, y: Tensor, ways: int, shots: int, query_shots: int) ->
 
 
 class TaskSet:
-    """Few-shot tasks over a labelled data set; see :func:`make_taskset`.
+    """Few-shot tasks over a labelled data set; see [`make_taskset`][jiio_tasks.data.fewshot.make_taskset].
 
     ``sample()`` draws a new task; when ``num_tasks > 0`` the set is also a fixed sequence of
     tasks (``len``, indexing, iteration), task ``i`` always the same. ``tasks`` is the
@@ -206,7 +206,7 @@ class TaskSet:
         return self._state
 
     def set_rng_state(self, state: Any) -> None:
-        """Restore a state returned by :meth:`rng_state`."""
+        """Restore a state returned by [`rng_state`][jiio_tasks.data.fewshot.TaskSet.rng_state]."""
         if state is not None and self._state is None:
             raise ValueError("this TaskSet was built with seed=None (global random stream); it has no state to set")
         if state is not None:
@@ -279,7 +279,7 @@ def make_taskset(
     Args:
         ways: classes per task. shots / query_shots: support / query items per class.
         num_tasks: ``-1`` for an unbounded stream of tasks, else a fixed set of that many.
-        rotations: every 90° rotation of a class is a class of its own (:class:`RotatedClasses`).
+        rotations: every 90° rotation of a class is a class of its own ([`RotatedClasses`][jiio_tasks.data.fewshot.RotatedClasses]).
         seed: makes the tasks reproducible (``None``: Python's global ``random``).
     """
     checks = (("ways", ways, 2), ("shots", shots, 1), ("query_shots", query_shots, 1))

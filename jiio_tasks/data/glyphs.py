@@ -4,7 +4,7 @@ An Omniglot-like set: each glyph shape is a class (1,119 classes after deduplica
 shared by several fonts count once), split by classes into meta-train (839) and meta-test
 (280) so that no meta-test glyph resembles a meta-train glyph (not even after a rotation by a
 multiple of 90°). Each class has ``samples_per_class`` "drawings", each a jittered render
-(:class:`~jiio_tasks.data.strokes.StrokeJitter`) whose randomness is fixed by
+([`StrokeJitter`][jiio_tasks.data.strokes.StrokeJitter]) whose randomness is fixed by
 ``(seed, glyph, sample)``: the data set is a fixed set of images, like Omniglot's 20 drawers.
 """
 
@@ -25,7 +25,7 @@ class EmbeddedGlyphs(Dataset[tuple[Tensor, int]]):
 
     Args:
         split: ``"train"`` (meta-train classes) or ``"test"`` (meta-test classes).
-        jitter: ``True`` for the default :class:`StrokeJitter`, a ``StrokeJitter`` for other
+        jitter: ``True`` for the default [`StrokeJitter`][jiio_tasks.data.strokes.StrokeJitter], a ``StrokeJitter`` for other
             magnitudes, ``False`` for clean renders (all samples of a class are then equal).
         seed: fixes the jitter of every sample.
         samples_per_class: number of drawings of each class.

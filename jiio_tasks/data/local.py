@@ -1,7 +1,7 @@
 """The paper's data sets (MNIST, CIFAR-10, CelebA-64, Omniglot) from a local root.
 
 These go through torchvision's dataset classes with ``download=False``: jiio never downloads
-anything. When the root lacks the files, :class:`DatasetNotFoundError` says where they were
+anything. When the root lacks the files, [`DatasetNotFoundError`][jiio_tasks.data.local.DatasetNotFoundError] says where they were
 looked for, the layout expected, and where to get them. An archive left next to where its
 contents are expected (``*.gz`` MNIST files, ``cifar-10-python.tar.gz``,
 ``img_align_celeba.zip``, Omniglot's ``images_*.zip``) is extracted in place first.

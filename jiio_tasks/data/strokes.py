@@ -6,7 +6,7 @@ canvas (glyphs smaller than ``MIN_EXTENT`` font units are not enlarged beyond th
 of that extent gets, so a full stop stays small). Each segment is drawn as an anti-aliased line
 from its exact distance field: ``ink = clip(width/2 + 1/2 − distance, 0, 1)``, max over segments.
 
-The jitter (:class:`StrokeJitter`) perturbs the points before drawing: a random affine map
+The jitter ([`StrokeJitter`][jiio_tasks.data.strokes.StrokeJitter]) perturbs the points before drawing: a random affine map
 (rotation, scale, aspect, shear, translation), a smooth random displacement field (two random
 sinusoids), independent noise per point, and a random stroke width. The same generator state
 gives the same image.

@@ -1,5 +1,5 @@
 """Post-hoc densities on inferred latents (paper §4.1): a Gaussian mixture fitted by EM, and a
-small MLP VAE (:class:`LatentVAE`, :func:`fit_latent_vae`).
+small MLP VAE ([`LatentVAE`][jiio_tasks.generative.density.LatentVAE], [`fit_latent_vae`][jiio_tasks.generative.density.fit_latent_vae]).
 
 The mixture has full covariances with ``reg · I`` added to each (keeps them positive definite
 when a component has few points, as with the 80 embedded training faces); it runs in the
@@ -170,7 +170,7 @@ def fit_latent_vae(
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[LatentVAE, float]:
-    """Fit a :class:`LatentVAE` to ``x (N, d)`` by Adam on the negative ELBO (minibatches of
+    """Fit a [`LatentVAE`][jiio_tasks.generative.density.LatentVAE] to ``x (N, d)`` by Adam on the negative ELBO (minibatches of
     ``batch_size`` drawn with replacement, seeded; cosine learning-rate decay); returns the model and its final mean ``−ELBO`` per sample on ``x``
     (in nats, standardised data). ``progress`` shows the steps on stderr."""
     if x.ndim != 2 or x.shape[0] < 2:

@@ -60,7 +60,7 @@ def _running_best(trace: Tensor) -> Tensor:
 
 
 JIIO_ITERATIONS: tuple[int, ...] = (*range(4, 33, 2), 36, 40, 48, 56, 64, 80, 100)
-"""The JIIO iteration counts :func:`jiio_vs_adam` scores (up to its ``iterations``)."""
+"""The JIIO iteration counts [`jiio_vs_adam`][jiio_tasks.generative.evaluate.jiio_vs_adam] scores (up to its ``iterations``)."""
 
 
 def jiio_vs_adam(
@@ -80,13 +80,13 @@ def jiio_vs_adam(
 ) -> dict[str, Any]:
     """Latent inversion of ``images`` ([0, 1]) by JIIO and by Adam over the DEQ (each step a
     full forward and backward solve), compared by the fair procedure of
-    :mod:`jiio_tasks.speed`: both scored by the per-pixel MSE at the DEQ equilibrium of the
+    [`jiio_tasks.speed`][jiio_tasks.speed]: both scored by the per-pixel MSE at the DEQ equilibrium of the
     latents they return (re-solved to ``equilibrium_tol``); Adam-``adam_steps``'s learning rate
     swept from ``adam_lrs`` until the best is interior; ``k*`` = the fewest JIIO iterations
-    (of :data:`JIIO_ITERATIONS` up to ``iterations``) from which on JIIO's score stays at or
+    (of [`JIIO_ITERATIONS`][jiio_tasks.generative.evaluate.JIIO_ITERATIONS] up to ``iterations``) from which on JIIO's score stays at or
     below the best Adam's; both then timed by CPU time over ``repeats`` interleaved runs.
     The JIIO solve's cost is also given in plain DEQ forward solves (the config's solver).
-    ``overrides`` change JIIO's solve settings (see :func:`~jiio_tasks.imaging.problem.jiio_problem`).
+    ``overrides`` change JIIO's solve settings (see [`jiio_problem`][jiio_tasks.imaging.problem.jiio_problem]).
     ``adam_reference`` reuses the ``(adam_lr, adam_lr_sweep)`` of an earlier call on the same
     images (to compare several JIIO settings against one Adam sweep); ``time_it=False`` skips
     the timing (then only ``k*`` and the scores are returned)."""
@@ -207,7 +207,7 @@ def evaluate_generative(
 def fit_density(x: Tensor, density: str, *, components: int = 5, seed: int = 0,
                 progress: bool = False) -> tuple[Any, dict[str, Any]]:
     """A post-hoc density on latents ``x (N, d)``: ``"gmm"`` (``components`` full-covariance
-    Gaussians, EM) or ``"vae"`` (:class:`~jiio_tasks.generative.density.LatentVAE`). Returns the
+    Gaussians, EM) or ``"vae"`` ([`LatentVAE`][jiio_tasks.generative.density.LatentVAE]). Returns the
     density (it has ``sample(n, generator)``) and a summary for the metrics file. ``progress``
     shows the VAE's training steps on stderr (the mixture's EM takes well under a second)."""
     if density == "gmm":
@@ -265,7 +265,7 @@ def sample_generative(
 
 def image_frechet(features: FeatureSpace, images: Tensor, reference: Tensor, *, progress: bool = False) -> float:
     """Fréchet distance between the feature Gaussians of two [0, 1] image sets (``progress``:
-    a bar on stderr over the feature space's batches, :attr:`FeatureSpace.batch`)."""
+    a bar on stderr over the feature space's batches, `FeatureSpace.batch`)."""
     parts = [*images.split(features.batch), *reference.split(features.batch)]
     feats = []
     with progress_bar(len(parts), "Fréchet features", enabled=progress, unit="batch") as bar:

@@ -1,21 +1,21 @@
 """Feature spaces for the Fréchet distance of image sets.
 
-- :class:`InceptionFeatures`: FID proper. torchvision's ``inception_v3(weights=None,
+- [`InceptionFeatures`][jiio_tasks.generative.features.InceptionFeatures]: FID proper. torchvision's ``inception_v3(weights=None,
   aux_logits=True, init_weights=False)`` with a user-supplied local state dict (nothing is
   downloaded); the 2048-d pool3 activations (the input of ``fc``) of images resized to 299×299
   (bilinear), grey repeated to 3 channels, mapped from [0, 1] to [−1, 1] (what the ported
   TF-Inception weights expect; ``transform_input`` stays off).
-- :class:`RotationFeatures`: the default when no Inception weights are given. A small CNN
-  (:class:`RotationNet`) trained on the 80 embedded training faces to predict which of four
+- [`RotationFeatures`][jiio_tasks.generative.features.RotationFeatures]: the default when no Inception weights are given. A small CNN
+  ([`RotationNet`][jiio_tasks.generative.features.RotationNet]) trained on the 80 embedded training faces to predict which of four
   rotations (0°, 90°, 180°, 270°) was applied: faces have no labels, and recognising the
   upright orientation needs the layout of eyes, nose, mouth and chin, so its features see face
   structure. Features: its 32-d embedding (the layer before the 4-way classifier) of images
   converted to grey (ITU-R 601 luma for RGB) and resized to 32×32. Its weights ship in
   ``jiio_tasks/data/embedded/faces_rotnet.pt`` so that numbers are comparable across runs;
-  ``jiio train features`` (:func:`train_rotation_net`) rebuilds them.
+  ``jiio train features`` ([`train_rotation_net`][jiio_tasks.generative.features.train_rotation_net]) rebuilds them.
 
 Numbers from different feature spaces are not comparable; every metrics file records
-:meth:`FeatureSpace.describe`.
+[`FeatureSpace.describe`][jiio_tasks.generative.features.FeatureSpace.describe].
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _check_images(images: Tensor) -> None:
 class FeatureSpace(ABC):
     """Maps ``(N, C, H, W)`` images in [0, 1] to ``(N, d)`` features (no grad, float32).
 
-    ``batch``: how many images :meth:`features` processes at a time; a caller that splits a
+    ``batch``: how many images [`features`][jiio_tasks.generative.features] processes at a time; a caller that splits a
     large set into calls of this size gets the same numbers (and can report progress)."""
 
     batch: int = 256
@@ -133,7 +133,7 @@ def _default_rotnet_path() -> Path:
 
 
 class RotationFeatures(FeatureSpace):
-    """The 32-d embedding of a :class:`RotationNet` read from ``path`` (default: the shipped
+    """The 32-d embedding of a [`RotationNet`][jiio_tasks.generative.features.RotationNet] read from ``path`` (default: the shipped
     ``jiio_tasks/data/embedded/faces_rotnet.pt``)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -237,9 +237,9 @@ def train_rotation_net(
     command: str = "",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train a :class:`RotationNet` on batches from ``train_images`` (an object with
+    """Train a [`RotationNet`][jiio_tasks.generative.features.RotationNet] on batches from ``train_images`` (an object with
     ``batch(n)`` returning augmented ``(n, 1, H, W)`` [0, 1] images, e.g. an
-    :class:`~jiio_tasks.imaging.data.ImageSource`); Adam with a cosine learning-rate decay.
+    [`ImageSource`][jiio_tasks.imaging.data.ImageSource]); Adam with a cosine learning-rate decay.
     Reports the rotation accuracy on all four rotations of ``test_images`` and writes the
     weights file ``out`` (atomically). ``progress`` shows the steps on stderr."""
     if steps < 1:

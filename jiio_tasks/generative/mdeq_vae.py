@@ -3,15 +3,15 @@
 The decoder is exactly a zoo decoder (``layer`` with latent injection + image ``head``): a
 latent ``x`` is decoded as ``h(z*(x))`` with ``z*`` from a forward DEQ solve (Anderson, the
 config's memory and forward threshold) and the implicit backward pass of
-:class:`jiio_core.DEQSolver`. The encoder is a small stride-2 conv stack to ``(μ, log σ²)``
+[`jiio_core.DEQSolver`][jiio_core.deq.DEQSolver]. The encoder is a small stride-2 conv stack to ``(μ, log σ²)``
 (a plain CNN, not the paper's MDEQ encoder: it only has to amortise the posterior). The loss is
-the negative ELBO written per pixel like :class:`~jiio_tasks.generative.vae.ConvVAE`'s,
+the negative ELBO written per pixel like [`ConvVAE`][jiio_tasks.generative.vae.ConvVAE]'s,
 ``MSE + β · KL / D``, plus ``λ ·`` the Hutchinson Jacobian penalty at the equilibrium (λ = the
 config's ``jac_reg``, as for the JIIO-trained decoder).
 
 "Test-time JIIO on its decoder" (Table 1, MDEQ-VAE w/ JIIO): the latent starts at the encoder
 mean and is refined by JIIO on the reconstruction loss
-(:func:`jiio_tasks.imaging.inversion.infer` with ``x0 = μ``).
+([`jiio_tasks.imaging.inversion.infer`][jiio_tasks.imaging.inversion.infer] with ``x0 = μ``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class ConvEncoder(nn.Module):
 
 
 class MDEQVAE(nn.Module):
-    """``encoder`` (:class:`ConvEncoder`) + ``decoder`` (a zoo latent-to-image MDEQ)."""
+    """``encoder`` ([`ConvEncoder`][jiio_tasks.generative.mdeq_vae.ConvEncoder]) + ``decoder`` (a zoo latent-to-image MDEQ)."""
 
     def __init__(self, decoder: ZooModel, encoder_width: int = 16) -> None:
         super().__init__()
@@ -120,7 +120,7 @@ def train_mdeq_vae(
 ) -> dict[str, Any]:
     """Adam on the negative ELBO (+ Jacobian penalty, default λ = the decoder config's
     ``jac_reg``) for ``steps`` steps in total, or until ``seconds`` of training time over all
-    resumptions (:class:`jiio_tasks.loop.Loop`: resumable, ``metrics.json`` like every
+    resumptions ([`jiio_tasks.loop.Loop`][jiio_tasks.loop.Loop]: resumable, ``metrics.json`` like every
     trainer). ``describe``: more settings to record with the run."""
     lam = vae.decoder.config.train.jac_reg if jac_reg is None else jac_reg
     if not (isinstance(lam, (int, float)) and lam >= 0):

@@ -13,7 +13,7 @@ Rows (each only if its model is given):
 Columns: mean PSNR and MSE of the reconstructions of the held-out images (data range [0, 1]),
 the Fréchet distance between the reconstructions and the held-out images, and the Fréchet
 distance between ``samples`` generated images and the training images, in one feature space
-(:mod:`~jiio_tasks.generative.features`; recorded in the result). A reference row gives the
+([`features`][jiio_tasks.generative.features]; recorded in the result). A reference row gives the
 Fréchet distance of the real held-out images to the training images (the sampling column's
 floor for this small data set, up to the sample-size bias of the estimate).
 """
@@ -55,7 +55,7 @@ def _row(name: str, images: Tensor, recon: Tensor | None, samples: Tensor | None
 
 
 def format_table(rows: list[dict[str, Any]], feature_space: str) -> str:
-    """Markdown table of :func:`generative_table` rows."""
+    """Markdown table of [`generative_table`][jiio_tasks.generative.table.generative_table] rows."""
     head = ("| model | PSNR (dB) ↑ | MSE ↓ | Fréchet recon ↓ | Fréchet samples ↓ | sampler |\n"
             "|---|---:|---:|---:|---:|---|")
     lines = [head]

@@ -2,7 +2,7 @@
 
 Each step infers the latents of a clean batch jointly with the equilibrium and fits the
 decoder to the batch (outer loss = inner loss, the per-pixel MSE), plus ``λ ·`` the Jacobian
-penalty; the shared decoder trainer (:func:`jiio_tasks.imaging.training.train_decoder`) runs
+penalty; the shared decoder trainer ([`jiio_tasks.imaging.training.train_decoder`][jiio_tasks.imaging.training.train_decoder]) runs
 it through the one training loop.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["TrainSettings", "train"]
 
 @attrs.frozen(kw_only=True)
 class TrainSettings(DecoderSettings):
-    """The generative run: :class:`~jiio_tasks.imaging.training.DecoderSettings` and the outer
+    """The generative run: [`DecoderSettings`][jiio_tasks.imaging.training.DecoderSettings] and the outer
     gradient (``"shortcut"``, the paper's eq. 19, is exact here since the outer loss is the
     inner one)."""
 
@@ -35,6 +35,6 @@ class TrainSettings(DecoderSettings):
 def train(model: ZooModel, source: ImageSource, run: RunDir, settings: TrainSettings, *,
           progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
     """Train ``model`` in place on ``source``'s clean images for ``settings.steps`` steps in
-    total, resuming from ``run`` (see :func:`~jiio_tasks.imaging.training.train_decoder`)."""
+    total, resuming from ``run`` (see [`train_decoder`][jiio_tasks.imaging.training.train_decoder])."""
     return train_decoder(model, source, run, settings, outer=settings.outer, family="generative",
                          progress=progress, env=env)

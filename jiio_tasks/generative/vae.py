@@ -3,7 +3,7 @@ JIIO-trained decoder is compared with; paper Table 1 compares with VAE/MDEQ-VAE)
 
 ``ConvVAE(image_size, channels, latent_dim, width)``: encoder conv stride-2 stack → (μ, log σ²);
 decoder linear → transposed-conv stack → sigmoid. ``width`` sets the size; pick it with
-:func:`width_for_parameters` to match another model's parameter count. The loss is the
+[`width_for_parameters`][jiio_tasks.generative.vae.width_for_parameters] to match another model's parameter count. The loss is the
 negative ELBO with a Gaussian likelihood of fixed variance, written per pixel as
 ``MSE + β · KL / D`` (``D`` = pixels), so that ``β = 1`` matches ``σ² = 1/2`` and the
 reconstruction term is on the same scale as the JIIO decoder's loss.
@@ -103,7 +103,7 @@ def train_vae(
     describe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Adam on the negative ELBO for ``steps`` steps in total, or until ``seconds`` of training
-    time over all resumptions (:class:`jiio_tasks.loop.Loop`: resumable, ``metrics.json``
+    time over all resumptions ([`jiio_tasks.loop.Loop`][jiio_tasks.loop.Loop]: resumable, ``metrics.json``
     like every trainer). ``describe``: more settings to record with the run (e.g. how the
     width was chosen)."""
     opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)

@@ -60,8 +60,8 @@ class ImageSource:
         return self.indexed_batch(batch_size)[0]
 
     def indexed_batch(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        """:meth:`batch` and the ``(B,)`` indices of its images in the split (the same draws
-        from torch's generator as :meth:`batch`)."""
+        """[`batch`][jiio_tasks.imaging.data.ImageSource.batch] and the ``(B,)`` indices of its images in the split (the same draws
+        from torch's generator as [`batch`][jiio_tasks.imaging.data.ImageSource.batch])."""
         idx = torch.randint(0, len(self), (batch_size,))
         return torch.stack([self._item(int(i)) for i in idx]), idx
 

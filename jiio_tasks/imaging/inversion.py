@@ -1,7 +1,7 @@
 """Latent inversion of a zoo decoder, shared by the generative and inverse families: JIIO
-latents for observed images (:func:`infer`, scored at the equilibrium of the returned latents),
-decoding latents by a forward DEQ solve (:func:`decode_latents`) and image grids
-(:func:`save_grid`)."""
+latents for observed images ([`infer`][jiio_tasks.imaging.inversion.infer], scored at the equilibrium of the returned latents),
+decoding latents by a forward DEQ solve ([`decode_latents`][jiio_tasks.imaging.inversion.decode_latents]) and image grids
+([`save_grid`][jiio_tasks.imaging.inversion.save_grid])."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Inner objectives of the generative and inverse-problem tasks (eq. 20, 22, 24).
 
 * Generation (eq. 20): ``ℓ = mean((h(z) − y)²)``, outer loss = inner loss (``Relation.SAME``),
-  so :class:`jiio_core.AdjointShortcut` gives the exact gradient.
+  so [`jiio_core.AdjointShortcut`][jiio_core.outer.AdjointShortcut] gives the exact gradient.
 * Unsupervised inverse problems (eq. 22): ``ℓ = mean((ŷ − A h(z))²)`` for a measurement ``A``.
 * Supervised inverse problems (eq. 24): the same inner loss, but the training loss compares
   ``h(z*)`` with the *clean* image, so the relation is ``OTHER`` and the exact gradient is
-  :class:`jiio_core.ImplicitKKT` (the shortcut is available as a biased, measured option).
+  [`jiio_core.ImplicitKKT`][jiio_core.outer.ImplicitKKT] (the shortcut is available as a biased, measured option).
 
 Losses are means over pixels per sample (not sums), so ``μ*`` is the adjoint of a per-sample
 mean loss; each declares the pixel count as its ``loss_scale``, so the solver's step sizes are
@@ -29,7 +29,7 @@ __all__ = ["MeasurementObjective"]
 class MeasurementObjective(InnerObjective):
     """``ℓ(z, x, ŷ) = mean((ŷ − A h(z))²)`` per sample (eq. 22).
 
-    ``A`` is the solve's context (:mod:`jiio_core.context`) when it varies per batch (the
+    ``A`` is the solve's context ([`jiio_core.context`][jiio_core.context]) when it varies per batch (the
     inpainting mask, a seeded noise draw): ``problem.solve(observed, context=operator)``;
     without a context it is the fixed ``operator`` given here (default: the identity). ``y`` is
     the observation ``ŷ`` ``(B, C, H, W)``. With ``A = I`` this is the generative loss of

@@ -1,9 +1,9 @@
 """Measurement operators of the inverse problems (paper §4.2) and image metrics.
 
-Each operator is a linear map ``A`` (:meth:`Measurement.apply`) used inside the inner loss
-``‖ŷ − A h(z)‖²`` (eq. 22), plus :meth:`Measurement.corrupt`, which maps a clean batch ``y``
+Each operator is a linear map ``A`` ([`Measurement.apply`][jiio_tasks.imaging.operators.Measurement.apply]) used inside the inner loss
+``‖ŷ − A h(z)‖²`` (eq. 22), plus [`Measurement.corrupt`][jiio_tasks.imaging.operators.Measurement.corrupt], which maps a clean batch ``y``
 to its observation ``ŷ = A y (+ noise)``. Operators whose ``A`` depends on the sample (the
-random inpainting square) are drawn per batch by a :class:`Corruption` (a factory).
+random inpainting square) are drawn per batch by a [`Corruption`][jiio_tasks.imaging.operators.Corruption] (a factory).
 
 Images are ``(B, C, H, W)``. Metrics use the data range ``[0, 1]``: PSNR is
 ``10·log10(1 / MSE)`` per image, with MSE the mean over pixels and channels.

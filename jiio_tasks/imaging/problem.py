@@ -1,7 +1,7 @@
-"""The JIIO problem of a zoo decoder, built by the one recipe (:mod:`jiio_zoo.recipe`).
+"""The JIIO problem of a zoo decoder, built by the one recipe ([`jiio_zoo.recipe`][jiio_zoo.recipe]).
 
 Step sizes: the losses here are per-pixel means that declare the pixel count ``D`` as their
-``loss_scale`` (:class:`~jiio_tasks.imaging.objectives.MeasurementObjective`), so the core
+``loss_scale`` ([`MeasurementObjective`][jiio_tasks.imaging.objectives.MeasurementObjective]), so the core
 takes ``α_x`` steps on the gradient of the *summed* error, the paper's convention: the
 config's ``α_x`` means what the paper's did, with no rescaling here.
 """
@@ -59,11 +59,11 @@ def jiio_problem(
     tol: float = 1e-6,
     overrides: Mapping[str, Any] | None = None,
 ) -> JointProblem:
-    """:func:`jiio_zoo.recipe.joint_problem` for a decoder: the config's accelerator, memory,
+    """[`jiio_zoo.recipe.joint_problem`][jiio_zoo.recipe.joint_problem] for a decoder: the config's accelerator, memory,
     damping and late-``α_x`` switch (at the config's iteration), ``iterations`` (default: the
     config's ``jiio_iterations``), ``tol``, and, if asked, the Jacobian penalty at a random
     iterate in ``[min(15, iterations // 2), iterations)``. ``overrides`` replace other
-    :class:`~jiio_core.recipe.SolveSettings` fields (e.g. ``{"damping": (0.8, 0.6, 0.04)}``)."""
+    [`SolveSettings`][jiio_core.recipe.SolveSettings] fields (e.g. ``{"damping": (0.8, 0.6, 0.04)}``)."""
     image_shape(model)  # a decoder, or a clear error
     return joint_problem(
         model,

@@ -55,7 +55,7 @@ class DecoderSettings:
     seed: int = attrs.field(default=0, validator=int_in(0))
     warm_start: bool = attrs.field(default=False, validator=one_of(True, False))
     """Start each example's solve from its latent of the last visit
-    (:class:`~jiio_tasks.imaging.warmstart.LatentCache`) instead of ``x = 0``."""
+    ([`LatentCache`][jiio_tasks.imaging.warmstart.LatentCache]) instead of ``x = 0``."""
     warm_start_max_age: int | None = attrs.field(default=None, validator=optional(int_in(0)))
     """With ``warm_start``: ignore cached latents older than this many steps (``None``: never)."""
 

@@ -2,7 +2,7 @@
 
 Training a decoder through JIIO solves every image's latent from ``x = 0`` at every step,
 although the same image's solution from its previous visit is usually a far better start
-(the decoder has moved only a little since). :class:`LatentCache` keeps, for every example of
+(the decoder has moved only a little since). [`LatentCache`][jiio_tasks.imaging.warmstart.LatentCache] keeps, for every example of
 the training split (keyed by its index in the split), the latent ``x*`` of its last solve and
 the step it was solved at; the next solve of that example starts there
 (``JointProblem.solve(y, x0)``). An entry older than ``max_age`` steps is not used (the
@@ -75,7 +75,7 @@ class LatentCache:
         self.stamp[index] = step
 
     def state(self) -> dict[str, Any]:
-        """Plain tensors for the run's state (read back by :meth:`restore`)."""
+        """Plain tensors for the run's state (read back by `restore`)."""
         return {"x": self.x.clone(), "stamp": self.stamp.clone()}
 
     def restore(self, state: Mapping[str, Any]) -> None:

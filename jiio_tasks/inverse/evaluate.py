@@ -1,6 +1,6 @@
 """Evaluation of the inverse-problem family (paper Table 4): median PSNR of the observation,
 of unsupervised JIIO inversion with a generative decoder (eq. 22) and of supervised models
-(eq. 24), on the held-out faces (:func:`jiio_tasks.imaging.splits.held_out_faces`)."""
+(eq. 24), on the held-out faces ([`jiio_tasks.imaging.splits.held_out_faces`][jiio_tasks.imaging.splits.held_out_faces])."""
 
 from __future__ import annotations
 

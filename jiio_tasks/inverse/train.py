@@ -1,12 +1,12 @@
 """Supervised inverse training (paper eq. 24): the inverse-problem family's step.
 
-Each step corrupts a clean batch with the task's operator (:mod:`jiio_tasks.imaging.operators`),
+Each step corrupts a clean batch with the task's operator ([`jiio_tasks.imaging.operators`][jiio_tasks.imaging.operators]),
 solves JIIO for the observation (the operator is the solve's context) and scores the decoded
 equilibrium against the clean batch, plus ``λ ·`` the Jacobian penalty. The outer loss differs
 from the inner one, so the gradient is the exact implicit one through the whole augmented
 fixed point (``"kkt"``, eq. 16–17) or the cheaper one at fixed latents (``"fixed-input"``,
-ignores ``dx*/dθ``; :func:`outer_gradient_error` measures how far it is). The shared decoder
-trainer (:func:`jiio_tasks.imaging.training.train_decoder`) runs it through the one loop.
+ignores ``dx*/dθ``; [`outer_gradient_error`][jiio_tasks.inverse.train.outer_gradient_error] measures how far it is). The shared decoder
+trainer ([`jiio_tasks.imaging.training.train_decoder`][jiio_tasks.imaging.training.train_decoder]) runs it through the one loop.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["TrainSettings", "outer_gradient_error", "train"]
 
 @attrs.frozen(kw_only=True)
 class TrainSettings(DecoderSettings):
-    """The supervised run: :class:`~jiio_tasks.imaging.training.DecoderSettings`, the
+    """The supervised run: [`DecoderSettings`][jiio_tasks.imaging.training.DecoderSettings], the
     corruption to invert (``task``) and the outer gradient (``"kkt"`` or ``"fixed-input"``;
     the shortcut of eq. 19 is exact only when the outer loss is the inner one)."""
 
@@ -45,7 +45,7 @@ def train(model: ZooModel, source: ImageSource, run: RunDir, settings: TrainSett
           progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
     """Train ``model`` in place to invert ``settings.task`` on ``source``'s images for
     ``settings.steps`` steps in total, resuming from ``run`` (see
-    :func:`~jiio_tasks.imaging.training.train_decoder`)."""
+    [`train_decoder`][jiio_tasks.imaging.training.train_decoder])."""
     return train_decoder(model, source, run, settings, outer=settings.outer, task=settings.task,
                          family="inverse", progress=progress, env=env)
 

@@ -1,5 +1,5 @@
 """Meta-test evaluation: the mean query accuracy of a meta-trained model over fixed tasks
-(:func:`jiio_tasks.meta.splits.meta_test_tasks`), with the inner loop of its method."""
+([`jiio_tasks.meta.splits.meta_test_tasks`][jiio_tasks.meta.splits.meta_test_tasks]), with the inner loop of its method."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ __all__ = ["evaluate"]
 
 def evaluate(model: nn.Module, tasks: Any, cfg: MetaTrainConfig, batch: int = 10, *,
              progress: bool = False) -> dict[str, float]:
-    """Mean query accuracy over ``tasks`` (e.g. :func:`~jiio_tasks.meta.splits.meta_test_tasks`)
+    """Mean query accuracy over ``tasks`` (e.g. [`meta_test_tasks`][jiio_tasks.meta.splits.meta_test_tasks])
     with ``cfg``'s method and inner-loop settings, ``batch`` tasks at a time, and the seconds
     spent in the inner loops; ``progress`` shows a bar on stderr (one tick per task)."""
     from jiio_tasks.meta.train import maml_step, step_loss  # lazily: train.py may import this module

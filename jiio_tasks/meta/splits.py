@@ -1,17 +1,17 @@
 """The task splits of the meta-learning family, in one place: the meta-training task stream and
 the fixed meta-test tasks every evaluator scores on.
 
-Both draw few-shot tasks (:func:`jiio_tasks.data.make_taskset`, every 90° rotation of a glyph a
-class of its own) from the embedded Hershey glyphs (:class:`jiio_tasks.data.EmbeddedGlyphs`),
+Both draw few-shot tasks ([`jiio_tasks.data.make_taskset`][jiio_tasks.data.fewshot.make_taskset], every 90° rotation of a glyph a
+class of its own) from the embedded Hershey glyphs ([`jiio_tasks.data.EmbeddedGlyphs`][jiio_tasks.data.glyphs.EmbeddedGlyphs]),
 which are split **by class**: the meta-test tasks use only the 280 meta-test glyph classes, the
 training stream only the 839 meta-train classes, so no meta-test character is ever trained on.
 
-- **Meta-test tasks** (:func:`meta_test_tasks`): a fixed sequence of ``count`` tasks (task
+- **Meta-test tasks** ([`meta_test_tasks`][jiio_tasks.meta.splits.meta_test_tasks]): a fixed sequence of ``count`` tasks (task
   ``i`` depends only on ``i`` and the task shape, never on the access order or the run's seed),
-  drawn from the test glyphs rendered with jitter seed :data:`META_TEST_JITTER_SEED` and tasks
-  seeded with :data:`META_TEST_SEED`. ``jiio eval meta`` (``--eval-tasks``, default 100) and
+  drawn from the test glyphs rendered with jitter seed [`META_TEST_JITTER_SEED`][jiio_tasks.meta.splits.META_TEST_JITTER_SEED] and tasks
+  seeded with [`META_TEST_SEED`][jiio_tasks.meta.splits.META_TEST_SEED]. ``jiio eval meta`` (``--eval-tasks``, default 100) and
   the final accuracy of ``jiio train meta`` use them.
-- **Meta-training tasks** (:func:`meta_train_tasks`): an unbounded stream over the train glyphs,
+- **Meta-training tasks** ([`meta_train_tasks`][jiio_tasks.meta.splits.meta_train_tasks]): an unbounded stream over the train glyphs,
   seeded by the run's seed (its position is saved with a run, so a resumed run continues it).
 
 With ``data="omniglot"`` and a local ``data_root`` the same two functions draw from Omniglot
@@ -47,7 +47,7 @@ def glyph_size(config: str = "glyphs_meta_small") -> int:
 
 def _characters(data: str, data_root: str | None, meta_test: bool, size: int) -> Dataset[Any]:
     """The character set of one side of the class split: the embedded glyphs (meta-test: the
-    test classes, rendered with :data:`META_TEST_JITTER_SEED`), or Omniglot from ``data_root``
+    test classes, rendered with [`META_TEST_JITTER_SEED`][jiio_tasks.meta.splits.META_TEST_JITTER_SEED]), or Omniglot from ``data_root``
     (meta-train: its background set, 964 characters; meta-test: its evaluation set, 659
     characters of other alphabets; the usual split, paper Table 6)."""
     if data == "embedded":
@@ -75,7 +75,7 @@ def meta_test_tasks(
     """The fixed meta-test tasks every meta-learning evaluator uses: ``count`` ``ways``-way
     tasks with ``shots`` support and ``query_shots`` query images per class, over the meta-test
     classes (embedded glyphs, or Omniglot's evaluation set with ``data="omniglot"``) at the
-    config's image size (:func:`glyph_size`). Indexing and iterating give the same tasks on
+    config's image size ([`glyph_size`][jiio_tasks.meta.splits.glyph_size]). Indexing and iterating give the same tasks on
     every call."""
     chars = _characters(data, data_root, True, glyph_size(config))
     return make_taskset(chars, ways, shots, query_shots, num_tasks=count, seed=META_TEST_SEED)

@@ -35,7 +35,7 @@ class TaskBatch:
 
 
 def collate(tasks: Sequence[Task]) -> TaskBatch:
-    """Stack tasks (all with the same support/query sizes) into a :class:`TaskBatch`."""
+    """Stack tasks (all with the same support/query sizes) into a [`TaskBatch`][jiio_tasks.meta.tasks.TaskBatch]."""
     if not tasks:
         raise ValueError("collate needs at least one task")
     s = int(tasks[0].support_x.shape[0])

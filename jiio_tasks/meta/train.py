@@ -8,8 +8,8 @@ is kept (differentiating the whole augmented fixed point). The DEQ methods add `
 Jacobian penalty (paper Appendix A.1; λ = the config's ``jac_reg`` unless overridden): a
 Hutchinson estimate of ``‖∂f/∂z‖_F²/N`` per task at the query images' equilibrium (``jiio``,
 ``adam``) or at a random iterate of the joint solve (``jiio-kkt``); the config's optimiser
-(:func:`jiio_zoo.recipe.make_optimizer`) takes the outer step. The penalty's randomness is
-seeded by ``(seed, step)`` (:func:`jiio_tasks.penalty.penalty_seed`), so resumed
+([`jiio_zoo.recipe.make_optimizer`][jiio_zoo.recipe.make_optimizer]) takes the outer step. The penalty's randomness is
+seeded by ``(seed, step)`` ([`jiio_tasks.penalty.penalty_seed`][jiio_tasks.penalty.penalty_seed]), so resumed
 and data-parallel runs draw what one uninterrupted process draws (``jiio-kkt``'s random iterate
 is drawn per shard: there a data-parallel step matches one process in distribution only).
 """
@@ -158,7 +158,7 @@ def query_logits(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSetti
 
 
 class DEQForward(NamedTuple):
-    """What :func:`deq_forward` returns: query logits ``(B, Q, K)`` (differentiable in θ per
+    """What [`deq_forward`][jiio_tasks.meta.train.deq_forward] returns: query logits ``(B, Q, K)`` (differentiable in θ per
     the method), the task vectors ``x*``, the per-task support loss (detached) and, when asked
     for, the per-task Jacobian penalty ``(B,)`` (differentiable in θ; else ``None``)."""
 
@@ -170,7 +170,7 @@ class DEQForward(NamedTuple):
 
 def _query_forward(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings,
                    draw: PenaltyDraw | None) -> tuple[Tensor, Tensor | None]:
-    """:func:`query_logits`, and the Jacobian penalty at the same query equilibrium if ``draw``."""
+    """[`query_logits`][jiio_tasks.meta.train.query_logits], and the Jacobian penalty at the same query equilibrium if ``draw``."""
     images = query_part(batch).images
     z = deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z
     logits: Tensor = model.head(z)
@@ -279,7 +279,7 @@ class MetaTrainConfig:
     film_init_scale: float = attrs.field(default=4.0, validator=number_in(0.0, low_open=True))
     data: str = attrs.field(default="embedded", validator=one_of("embedded", "omniglot"))
     """Where the tasks come from: the embedded glyphs, or Omniglot under ``data_root``
-    (:mod:`jiio_tasks.meta.splits`)."""
+    ([`jiio_tasks.meta.splits`][jiio_tasks.meta.splits])."""
     data_root: str | None = None
     jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
 
@@ -312,7 +312,7 @@ def step_loss(model: nn.Module, batch: TaskBatch, cfg: MetaTrainConfig) -> tuple
 
 
 class MetaStep(nn.Module):
-    """The outer loss of a DEQ method on a meta-batch, as a module (what :meth:`DistEnv.wrap`
+    """The outer loss of a DEQ method on a meta-batch, as a module (what [`DistEnv.wrap`][jiio_tasks.distributed.DistEnv.wrap]
     puts in DDP). With ``global_tasks`` (data-parallel runs) the loss is the sum of the query
     cross-entropies of this shard divided by the global number of query items, plus ``lam ·``
     the sum of the shard's per-task Jacobian penalties divided by ``global_tasks``, to be summed
@@ -337,7 +337,7 @@ class MetaStep(nn.Module):
 
     def forward(self, images: Tensor, labels: Tensor, support: int,
                 seed: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``seed`` (e.g. :func:`~jiio_tasks.penalty.penalty_seed`) seeds the penalty's
+        """``seed`` (e.g. [`penalty_seed`][jiio_tasks.penalty.penalty_seed]) seeds the penalty's
         randomness (default: drawn from torch's global stream when ``lam`` > 0)."""
         cfg: MetaTrainConfig = self.cfg  # type: ignore[assignment]
         batch = TaskBatch(images, labels, support)
@@ -365,8 +365,8 @@ class MetaStep(nn.Module):
 
 def tasksets(cfg: MetaTrainConfig) -> tuple[TaskSet, TaskSet]:
     """The meta-train task stream of ``cfg`` (seeded by ``cfg.seed``) and its fixed meta-test
-    tasks (``cfg.eval_tasks`` of them): :func:`~jiio_tasks.meta.splits.meta_train_tasks` and
-    :func:`~jiio_tasks.meta.splits.meta_test_tasks`."""
+    tasks (``cfg.eval_tasks`` of them): [`meta_train_tasks`][jiio_tasks.meta.splits.meta_train_tasks] and
+    [`meta_test_tasks`][jiio_tasks.meta.splits.meta_test_tasks]."""
     shape = {"ways": cfg.ways, "shots": cfg.shots, "query_shots": cfg.query_shots}
     train_ts = meta_train_tasks(config=cfg.config, **shape, seed=cfg.seed, data=cfg.data, data_root=cfg.data_root)
     test_ts = meta_test_tasks(config=cfg.config, **shape, count=cfg.eval_tasks, data=cfg.data,
@@ -456,8 +456,8 @@ MAML_FORMAT = "jiio-maml-cnn"
 
 
 def save_maml(maml: nn.Module, path: Path, cfg: MetaTrainConfig) -> Path:
-    """Write the MAML baseline's meta-learned network (:class:`SmallCNN` weights, its shape and
-    the MAML settings) atomically to ``path``; read back with :func:`load_maml`."""
+    """Write the MAML baseline's meta-learned network ([`SmallCNN`][jiio_tasks.meta.train.SmallCNN] weights, its shape and
+    the MAML settings) atomically to ``path``; read back with [`load_maml`][jiio_tasks.meta.train.load_maml]."""
     net: Any = getattr(maml, "module", maml)  # learn2learn's MAML wraps the network as .module
     payload = {"format": MAML_FORMAT, "ways": cfg.ways, "in_channels": int(net.features[0].in_channels),
                "maml_lr": cfg.maml_lr, "maml_steps": cfg.maml_steps, "state_dict": net.state_dict()}
@@ -466,7 +466,7 @@ def save_maml(maml: nn.Module, path: Path, cfg: MetaTrainConfig) -> Path:
 
 
 def load_maml(path: str | Path) -> SmallCNN:
-    """The :class:`SmallCNN` saved by :func:`save_maml` (read as data only)."""
+    """The [`SmallCNN`][jiio_tasks.meta.train.SmallCNN] saved by [`save_maml`][jiio_tasks.meta.train.save_maml] (read as data only)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

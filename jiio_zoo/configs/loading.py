@@ -1,16 +1,16 @@
 """Dicts and JSON files become configs here, through one cattrs converter.
 
-:func:`from_dict` builds any attrs settings class (a :class:`~jiio_zoo.configs.ZooConfig` or one
+[`from_dict`][jiio_zoo.configs.loading.from_dict] builds any attrs settings class (a [`ZooConfig`][jiio_zoo.configs.schema.ZooConfig] or one
 of its parts, or a ``jiio_core`` value such as ``Damping`` or ``AndersonI``) from nested plain
 data. JSON lists become tuples; nothing else is coerced, so the classes' validators see the
 values as given (``True`` is no int, ``"1"`` no number). Unknown keys are errors. Every problem
-found is reported in one line of a :class:`~jiio_zoo.configs.ConfigError`, as
+found is reported in one line of a [`ConfigError`][jiio_zoo.configs.schema.ConfigError], as
 ``<dotted path>: <message>`` (problems joined by ``"; "``), e.g.
 ``solver.damping[2]: SolverConfig.damping alpha_x must be a number in (0, 1], got 1.5 ...`` or
 ``model.chanels: unknown key for MDEQConfig (valid fields: channels, dropout, ...)``.
 
-:func:`to_dict` is the inverse (nested plain dicts, tuples kept). :func:`load_config_file` reads
-a JSON file holding a config or ``{"base": ..., overrides}``; :func:`get_config` takes a zoo name
+[`to_dict`][jiio_zoo.configs.loading.to_dict] is the inverse (nested plain dicts, tuples kept). [`load_config_file`][jiio_zoo.configs.loading.load_config_file] reads
+a JSON file holding a config or ``{"base": ..., overrides}``; [`get_config`][jiio_zoo.configs.loading.get_config] takes a zoo name
 or such a file.
 """
 
@@ -192,7 +192,7 @@ def _messages(err: BaseException, path: str) -> list[str]:
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """An instance of the attrs class ``cls`` from nested plain data (e.g. parsed JSON).
 
-    Raises :class:`~jiio_zoo.configs.ConfigError` naming, in one line, the dotted path of every
+    Raises [`ConfigError`][jiio_zoo.configs.schema.ConfigError] naming, in one line, the dotted path of every
     unknown key (with the valid fields), missing key and value the class's validators reject.
     """
     target: type[T] = cls  # attrs.has narrows its argument's type; keep T for the result
@@ -206,8 +206,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """Nested plain dict of an attrs config (tuples kept; a :class:`ZooConfig` also records its
-    ``architecture``); :func:`from_dict` inverts it. Fields are written without a type tag, so a
+    """Nested plain dict of an attrs config (tuples kept; a [`ZooConfig`][jiio_zoo.configs.schema.ZooConfig] also records its
+    ``architecture``); [`from_dict`][jiio_zoo.configs.loading.from_dict] inverts it. Fields are written without a type tag, so a
     field holding a subclass of its declared attrs type does not come back as that subclass."""
     if isinstance(config, ZooConfig):
         return config.to_dict()
@@ -218,7 +218,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(data: Mapping[str, Any]) -> ZooConfig:
-    """``from_dict(ZooConfig, data)``: a :class:`ZooConfig` from e.g. :meth:`ZooConfig.to_dict`
+    """``from_dict(ZooConfig, data)``: a [`ZooConfig`][jiio_zoo.configs.schema.ZooConfig] from e.g. [`ZooConfig.to_dict`][jiio_zoo.configs.schema.ZooConfig.to_dict]
     (``architecture``, ``"mdeq"`` or ``"opteq"``, says which model class ``model`` holds)."""
     return from_dict(ZooConfig, data)
 
@@ -238,15 +238,15 @@ def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any], path: str) -> 
 
 
 def load_config_file(path: str | os.PathLike[str]) -> ZooConfig:
-    """A :class:`ZooConfig` from a JSON file.
+    """A [`ZooConfig`][jiio_zoo.configs.schema.ZooConfig] from a JSON file.
 
-    The file holds either a whole config (as written by :meth:`ZooConfig.to_dict`, e.g. by
+    The file holds either a whole config (as written by [`ZooConfig.to_dict`][jiio_zoo.configs.schema.ZooConfig.to_dict], e.g. by
     ``jiio config show NAME``) or ``{"base": BASE, ...overrides}``: the config ``BASE`` (a zoo
     name, or another ``.json`` file, relative to this file's directory) with the given (nested)
     keys replaced, e.g.
     ``{"base": "faces_gen_small", "name": "faces_wide", "model": {"channels": [16, 32]}}``.
     Unknown keys are errors, as everywhere else; a chain of bases that comes back to a file
-    already in it is a :class:`ConfigError` naming the chain.
+    already in it is a [`ConfigError`][jiio_zoo.configs.schema.ConfigError] naming the chain.
     """
     return config_from_dict(_config_file_dict(Path(path), ()))
 
@@ -285,7 +285,7 @@ def _config_file_dict(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
 
 def get_config(name: str | os.PathLike[str]) -> ZooConfig:
     """The zoo configuration ``name``, or the config in a JSON file when ``name`` is a path
-    ending in ``.json`` (see :func:`load_config_file`). Unknown names raise ``ValueError``
+    ending in ``.json`` (see [`load_config_file`][jiio_zoo.configs.loading.load_config_file]). Unknown names raise ``ValueError``
     listing the valid ones."""
     if isinstance(name, str) and name in CONFIGS:
         return CONFIGS[name]

@@ -1,12 +1,12 @@
 """The zoo's configuration classes: frozen attrs values checked field by field at construction.
 
-A :class:`ZooConfig` bundles an architecture (:class:`MDEQConfig` or :class:`OptEqConfig`), the
-JIIO solver settings (:class:`SolverConfig`) and the training settings (:class:`TrainConfig`).
-A bad value raises :class:`jiio_core.validators.FieldError` (a ``ValueError``; its
-:class:`~jiio_core.validators.FieldTypeError` form is also a ``TypeError``) naming
+A [`ZooConfig`][jiio_zoo.configs.schema.ZooConfig] bundles an architecture ([`MDEQConfig`][jiio_zoo.configs.schema.MDEQConfig] or [`OptEqConfig`][jiio_zoo.configs.schema.OptEqConfig]), the
+JIIO solver settings ([`SolverConfig`][jiio_zoo.configs.schema.SolverConfig]) and the training settings ([`TrainConfig`][jiio_zoo.configs.schema.TrainConfig]).
+A bad value raises [`jiio_core.validators.FieldError`][jiio_core.validators.FieldError] (a ``ValueError``; its
+[`FieldTypeError`][jiio_core.validators.FieldTypeError] form is also a ``TypeError``) naming
 ``Class.field``, the allowed range and the value given. The named configs are in
-:mod:`jiio_zoo.configs.catalogue`; dicts and JSON files become configs in
-:mod:`jiio_zoo.configs.loading`.
+[`jiio_zoo.configs.catalogue`][jiio_zoo.configs.catalogue]; dicts and JSON files become configs in
+[`jiio_zoo.configs.loading`][jiio_zoo.configs.loading].
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class MDEQConfig:
     ``init_std`` (conv weights ``N(0, init_std²)``), ``post_norm_init`` (initial affine weight
     of the post-fusion GroupNorm; MDEQ used 1) and ``inject_all_branches`` (image/FiLM
     injections also feed the coarser branches; MDEQ fed them zeros) are initialisation and
-    conditioning choices documented in :mod:`jiio_zoo.mdeq` and :mod:`jiio_zoo.injections`.
+    conditioning choices documented in [`jiio_zoo.mdeq`][jiio_zoo.mdeq] and [`jiio_zoo.injections`][jiio_zoo.injections].
     """
 
     image_size: int = attrs.field(validator=int_in(2, 4096))
@@ -175,7 +175,7 @@ class MDEQConfig:
 
 @attrs.frozen(kw_only=True)
 class OptEqConfig:
-    """A convex OptEq-style layer (:class:`jiio_zoo.opteq.OptEqLayer`) on vectors, with a
+    """A convex OptEq-style layer ([`jiio_zoo.opteq.OptEqLayer`][jiio_zoo.opteq.OptEqLayer]) on vectors, with a
     linear head ``z ↦ Vz + c`` to ``output_dim``."""
 
     state_dim: int = attrs.field(validator=int_in(1, 1_000_000))
@@ -201,14 +201,14 @@ class SolverConfig:
 
     ``damping`` is ``(α_z, α_μ, α_x)``; after ``damping_x_switch_iter`` iterations ``α_x``
     becomes ``damping_x_switch`` (both ``None``: no switch), at that iteration whatever the
-    number of iterations run. ``α_x`` is in the units of :mod:`jiio_core.augmented`: with
+    number of iterations run. ``α_x`` is in the units of [`jiio_core.augmented`][jiio_core.augmented]: with
     ``x_step="gradient"`` it multiplies the gradient of the *summed* loss (the paper's
     convention), with ``x_step="normalized"`` it is the length of a step along the normalised
     gradient. ``accelerator`` is the JIIO (and DEQ forward) accelerator: Anderson uses
     ``anderson_memory``, Broyden ``broyden_memory``. ``forward_threshold`` and
     ``backward_threshold`` bound the plain DEQ forward solve and every backward linear solve.
     ``epsilon`` is the L2 radius of the adversarial perturbation (``None`` when ``x`` is
-    unconstrained). :mod:`jiio_zoo.recipe` turns this into solver objects.
+    unconstrained). [`jiio_zoo.recipe`][jiio_zoo.recipe] turns this into solver objects.
     """
 
     accelerator: Literal["picard", "anderson1", "anderson2", "broyden"] = attrs.field(
@@ -316,7 +316,7 @@ class ZooConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples kept as tuples) with the model's ``architecture``;
-        :func:`jiio_zoo.configs.config_from_dict` inverts it."""
+        [`jiio_zoo.configs.config_from_dict`][jiio_zoo.configs.loading.config_from_dict] inverts it."""
         out = attrs.asdict(self)  # tuples stay tuples
         out["architecture"] = self.architecture
         return out
