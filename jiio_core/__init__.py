@@ -35,6 +35,7 @@ from jiio_core.outer import (
     implicit_backward,
 )
 from jiio_core.problem import Equilibrium, JointProblem, JointSolution, SolveError
+from jiio_core.prox import L1, GroupL1, Indicator, NonNegative, NonSmooth, TotalVariation2D
 from jiio_core.regularizer import JacobianPenalty, hutchinson_jacobian_norm
 from jiio_core.solver import (
     CostResidualTradeoff,
@@ -52,6 +53,7 @@ from jiio_core.state import State, StateSpec, pack
 __version__ = "0.1.0"
 
 __all__ = [
+    "L1",
     "PGD",
     "SGD",
     "Accelerator",
@@ -73,7 +75,9 @@ __all__ = [
     "Equilibrium",
     "FixedInput",
     "FixedPointResult",
+    "GroupL1",
     "ImplicitKKT",
+    "Indicator",
     "InnerObjective",
     "InputOptimizationResult",
     "InputOptimizer",
@@ -85,6 +89,8 @@ __all__ = [
     "Layer",
     "LowestCost",
     "LowestResidual",
+    "NonNegative",
+    "NonSmooth",
     "OuterGradient",
     "Picard",
     "Relation",
@@ -94,6 +100,7 @@ __all__ = [
     "StateSpec",
     "Status",
     "StepOutput",
+    "TotalVariation2D",
     "Trace",
     "Unconstrained",
     "Unrolled",

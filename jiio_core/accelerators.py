@@ -29,22 +29,65 @@ class Accelerator(ABC, Generic[S]):
     def init(self, v0: Tensor) -> S:
         """Fresh solver state for a batch starting at ``v0`` (``(B, N)``)."""
 
+    def init_blocks(self, v0: Tensor, blocks: tuple[int, ...]) -> S:
+        """Fresh state for a packed state made of consecutive blocks of ``blocks`` columns each
+        (e.g. JIIO's ``(z, μ, x)``), whose units may differ. Accelerators that measure
+        residuals with an inner product (Anderson) then weigh each block's residual to the same
+        size (:func:`balanced_weights`); the default ignores the layout."""
+        check_blocks(blocks, v0.shape[1])
+        return self.init(v0)
+
     @abstractmethod
     def update(self, state: S, v: Tensor, gv: Tensor, active: Tensor) -> tuple[Tensor, S]:
         """Next point to evaluate, given ``v``, ``G(v)`` and the ``(B,)`` mask of samples still
         iterating (inactive samples' proposals are ignored by the driver)."""
 
 
+def check_blocks(blocks: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """``blocks`` as a tuple of positive ints summing to ``n`` (the packed state's width)."""
+    ok = isinstance(blocks, tuple) and len(blocks) > 0
+    ok = ok and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in blocks)
+    if not ok or sum(blocks) != n:
+        raise ValueError(f"blocks must be a tuple of positive ints summing to the state width {n}, got {blocks!r}")
+    return blocks
+
+
+def balanced_weights(f: Tensor, blocks: tuple[int, ...]) -> Tensor:
+    """``(B, K)`` squared weights ``w_k² = ‖f‖² / (K ‖f_k‖²)`` of the ``K`` blocks of the
+    residual ``f`` (``(B, N)``): every block of the weighted residual has the same norm, and
+    together they keep ``f``'s norm. Up to that one number per sample (which no Anderson
+    coefficient depends on, but which keeps the weighted products at the size of the plain
+    ones), the metric does not depend on the units of any block: scaling one block of the state
+    by ``c`` leaves every weighted inner product unchanged. A block whose residual is below
+    ``√eps`` times the whole residual's norm is weighed as if it were that size (no division by
+    a vanishing norm)."""
+    sq = _blockwise_sq(f, blocks)
+    total = sq.sum(1, keepdim=True)
+    floor = (torch.finfo(f.dtype).eps * total).clamp(min=torch.finfo(f.dtype).tiny)
+    return total / (len(blocks) * torch.maximum(sq, floor))
+
+
+def _blockwise_products(left: Tensor, right: Tensor, blocks: tuple[int, ...]) -> Tensor:
+    """``(B, K, k, n)``: ``left (B, k, N) @ right (B, n, N)ᵀ`` restricted to each block's columns."""
+    lefts, rights = left.split(blocks, dim=2), right.split(blocks, dim=2)
+    return torch.stack([a @ b.mT for a, b in zip(lefts, rights, strict=True)], dim=1)
+
+
+def _blockwise_sq(x: Tensor, blocks: tuple[int, ...]) -> Tensor:
+    """``(B, K)`` squared norms of the blocks of ``x (B, N)``."""
+    return torch.stack([torch.linalg.vecdot(p, p) for p in x.split(blocks, dim=1)], dim=1)
+
+
 def _needs_graph(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _write(buf: Tensor, slot: int, value: Tensor, graph: bool) -> Tensor:
-    """``buf[:, slot] = value``, out of place when autograd must see through it."""
+def _write(buf: Tensor, slot: int, value: Tensor, graph: bool, dim: int = 1) -> Tensor:
+    """``buf[:, slot] = value`` (along ``dim``), out of place when autograd must see through it."""
     if graph:
         idx = torch.tensor([slot], device=buf.device)
-        return buf.index_copy(1, idx, value.unsqueeze(1))
-    buf[:, slot] = value
+        return buf.index_copy(dim, idx, value.unsqueeze(dim))
+    buf.select(dim, slot).copy_(value)
     return buf
 
 
@@ -73,16 +116,21 @@ class Picard(Accelerator[None]):
 
 @attrs.define
 class AndersonState:
-    """Ring buffers of the last ``m`` differences of iterates and residuals, and their Gram."""
+    """Ring buffers of the last ``m`` differences of iterates and residuals, and their Gram.
+
+    With a block layout (:meth:`Accelerator.init_blocks`) the Gram and the squared norms are
+    kept per block (a leading ``K`` axis after the batch), so that each update can weigh the
+    blocks anew."""
 
     dx: Tensor  # (B, m, N)  Δv_i
     df: Tensor  # (B, m, N)  Δf_i, f = G(v) - v
-    gram: Tensor  # (B, m, m)  type II: <Δf_i, Δf_j>; type I: <Δv_i, Δf_j>
-    dx_sq: Tensor  # (B, m)  ‖Δv_i‖²
-    df_sq: Tensor  # (B, m)  ‖Δf_i‖²
+    gram: Tensor  # (B, [K,] m, m)  type II: <Δf_i, Δf_j>; type I: <Δv_i, Δf_j>
+    dx_sq: Tensor  # (B, [K,] m)  ‖Δv_i‖²
+    df_sq: Tensor  # (B, [K,] m)  ‖Δf_i‖²
     prev_v: Tensor | None = None
     prev_f: Tensor | None = None
     count: int = 0
+    blocks: tuple[int, ...] | None = None
 
 
 @attrs.frozen
@@ -106,12 +154,32 @@ class _Anderson(Accelerator[AndersonState]):
             df_sq=torch.zeros(b, m, **kw),
         )
 
+    def init_blocks(self, v0: Tensor, blocks: tuple[int, ...]) -> AndersonState:
+        """As :meth:`init`, with the inner products of the secant equations taken in the
+        block-balanced metric: every update weighs block ``k`` by ``1/‖f_k‖²`` (relative to
+        the whole) at the current residual ``f`` (:func:`balanced_weights`), so each block
+        counts alike in the mixing coefficients whatever its units or size. One block is the
+        plain method. With autograd (an unrolled solve) the weights are held constant: the
+        metric is a choice of each step, not part of the map."""
+        check_blocks(blocks, v0.shape[1])
+        b, n = v0.shape
+        m, k = self.memory, len(blocks)
+        kw: dict[str, Any] = {"device": v0.device, "dtype": v0.dtype}
+        return AndersonState(
+            dx=torch.zeros(b, m, n, **kw),
+            df=torch.zeros(b, m, n, **kw),
+            gram=torch.zeros(b, k, m, m, **kw),
+            dx_sq=torch.zeros(b, k, m, **kw),
+            df_sq=torch.zeros(b, k, m, **kw),
+            blocks=blocks,
+        )
+
     def update(
         self, state: AndersonState, v: Tensor, gv: Tensor, active: Tensor
     ) -> tuple[Tensor, AndersonState]:
         f = gv - v
         graph = _needs_graph(v, gv)
-        plain = v + self.beta * f
+        plain = v + f if self.beta == 1.0 else v + self.beta * f  # the same values: 1·f is f
         if state.prev_v is None or state.prev_f is None:
             state.prev_v, state.prev_f = v, f
             return plain, state
@@ -134,8 +202,14 @@ class _Anderson(Accelerator[AndersonState]):
             usable = _informative(dfi, v, gv).unsqueeze(1)
             dxi.mul_(usable)
             dfi.mul_(usable)
-        state.dx_sq = _write(state.dx_sq, slot, torch.linalg.vecdot(dxi, dxi), graph)
-        state.df_sq = _write(state.df_sq, slot, torch.linalg.vecdot(dfi, dfi), graph)
+        blocks = state.blocks
+        if blocks is None:
+            dx_sq_new, df_sq_new = torch.linalg.vecdot(dxi, dxi), torch.linalg.vecdot(dfi, dfi)
+        else:
+            dx_sq_new, df_sq_new = _blockwise_sq(dxi, blocks), _blockwise_sq(dfi, blocks)
+        last = state.dx_sq.ndim - 1  # the slot axis of the (B, [K,] m) squared norms
+        state.dx_sq = _write(state.dx_sq, slot, dx_sq_new, graph, dim=last)
+        state.df_sq = _write(state.df_sq, slot, df_sq_new, graph, dim=last)
         state.count += 1
         n = min(state.count, m)
         # One new row and column of the Gram matrix and the right-hand side, O(B·m·N). The
@@ -146,35 +220,45 @@ class _Anderson(Accelerator[AndersonState]):
         dx_n, df_n = state.dx[:, :n], state.df[:, :n]
         # row vectors times the transposed buffer ((B, k, N) @ (B, N, n)): about twice as fast
         # on CPU as the buffer times column vectors, for the same products
+        # (with blocks: the same products per block, (B, K, ...), one pass over the buffers)
         probes = torch.stack((dfi, f), dim=1)  # (B, 2, N)
         if self.type_one:
-            row = (dxi.unsqueeze(1) @ df_n.mT).squeeze(1)  # <Δv_new, Δf_j>
-            both = probes @ dx_n.mT  # <Δf_new, Δv_i>, <f, Δv_i>
+            if blocks is None:
+                row = (dxi.unsqueeze(1) @ df_n.mT).squeeze(1)  # <Δv_new, Δf_j>
+                both = probes @ dx_n.mT  # <Δf_new, Δv_i>, <f, Δv_i>
+            else:
+                row = _blockwise_products(dxi.unsqueeze(1), df_n, blocks).squeeze(2)
+                both = _blockwise_products(probes, dx_n, blocks)
         else:
-            both = probes @ df_n.mT  # <Δf_new, Δf_i>, <f, Δf_i>
-            row = both[:, 0]
-        col, rhs = both[:, 0], both[:, 1]
+            both = probes @ df_n.mT if blocks is None else _blockwise_products(probes, df_n, blocks)
+            row = both.select(-2, 0)  # <Δf_new, Δf_i>; both[..., 1, :] = <f, Δf_i>
+        col, rhs = both.select(-2, 0), both.select(-2, 1)
         gram = state.gram
         if graph:  # out of place, for autograd (Unrolled)
-            row_m = torch.nn.functional.pad(row, (0, m - n))  # (B, m), zero for unfilled slots
+            row_m = torch.nn.functional.pad(row, (0, m - n))  # (B, [K,] m), zero for unfilled slots
             col_m = torch.nn.functional.pad(col, (0, m - n))
             onehot = torch.zeros(m, device=v.device, dtype=v.dtype)
             onehot[slot] = 1.0
             keep = 1.0 - onehot
-            gram = gram * keep.view(1, m, 1) * keep.view(1, 1, m)
-            gram = gram + onehot.view(1, m, 1) * row_m.unsqueeze(1) + col_m.unsqueeze(2) * onehot.view(1, 1, m)
-            gram = gram - onehot.view(1, m, 1) * onehot.view(1, 1, m) * row[:, slot].view(-1, 1, 1)
+            gram = gram * keep.view(m, 1) * keep.view(1, m)
+            gram = gram + onehot.view(m, 1) * row_m.unsqueeze(-2) + col_m.unsqueeze(-1) * onehot.view(1, m)
+            gram = gram - onehot.view(m, 1) * onehot.view(1, m) * row[..., slot, None, None]
         else:
-            gram[:, slot, :n] = row
-            gram[:, :n, slot] = col
+            gram[..., slot, :n] = row
+            gram[..., :n, slot] = col
         state.gram = gram
         state.prev_v, state.prev_f = v, f
 
-        a = gram[:, :n, :n]
-        if self.type_one:
-            scale = torch.sqrt(state.dx_sq[:, :n].mean(1) * state.df_sq[:, :n].mean(1))
-        else:
-            scale = state.df_sq[:, :n].mean(1)
+        a = gram[..., :n, :n]
+        dx_sq, df_sq = state.dx_sq[..., :n], state.df_sq[..., :n]
+        if blocks is not None:  # the block-balanced metric at the current residual
+            # a choice of metric held constant by autograd (the unrolled derivative): its own
+            # derivative is of the size 1/‖f‖ and would not vanish as the iteration converges
+            w2 = balanced_weights(f.detach(), blocks)  # (B, K)
+            a = (a * w2[..., None, None]).sum(1)
+            rhs = (rhs * w2[..., None]).sum(1)
+            dx_sq, df_sq = (dx_sq * w2[..., None]).sum(1), (df_sq * w2[..., None]).sum(1)
+        scale = torch.sqrt(dx_sq.mean(1) * df_sq.mean(1)) if self.type_one else df_sq.mean(1)
         tiny = torch.finfo(v.dtype).tiny
         lam = (self.ridge * scale + tiny).view(-1, 1, 1)
         eye = torch.eye(n, device=v.device, dtype=v.dtype)
@@ -187,7 +271,9 @@ class _Anderson(Accelerator[AndersonState]):
         correction = torch.baddbmm(torch.bmm(g, dx_n), g, df_n, alpha=self.beta).squeeze(1)
         proposal = plain - correction
         good = ok & finite_rows(proposal)
-        return torch.where(good.unsqueeze(1), proposal, plain), state
+        if graph:
+            return torch.where(good.unsqueeze(1), proposal, plain), state
+        return torch.where(good.unsqueeze(1), proposal, plain, out=proposal), state  # no new (B, N)
 
 
 @attrs.frozen

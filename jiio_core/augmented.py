@@ -10,6 +10,15 @@ and a sum. Each block of the residual is relative to its own size::
     r_x = ‖x − Π_C(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
 
 and the KKT residual is their maximum, so ``tol`` bounds all three.
+
+With a non-smooth part ``g`` (the objective's :meth:`~jiio_core.objective.InnerObjective.nonsmooth`,
+:mod:`jiio_core.prox`) the x-step is a proximal-gradient step and ``r_x`` the proximal-gradient
+mapping with unit step::
+
+    x⁺  = prox_{α_x g + ι_C}(x − α_x·s(J_xᵀμ + ∇_xℓ))
+    r_x = ‖x − prox_{g + ι_C}(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+
+and the cost is ``ℓ + g(x)/s``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from jiio_core.constraint import Constraint
 from jiio_core.damping import Damping
 from jiio_core.layer import Layer
 from jiio_core.objective import InnerObjective
+from jiio_core.prox import NonSmooth, composition_error
 from jiio_core.solver import StepOutput
 from jiio_core.state import State, StateSpec
 
@@ -33,7 +43,7 @@ class Evaluation:
     """Everything one evaluation of the augmented map yields at ``v``."""
 
     value: Tensor  # G(v), (B, N)
-    cost: Tensor  # ℓ(z, x, y), (B,)
+    cost: Tensor  # ℓ(z, x, y) + g(x)/s, (B,)
     kkt: Tensor  # max(r_z, r_μ, r_x), (B,)
     blocks: Tensor  # (r_z, r_μ, r_x), (B, 3)
 
@@ -60,6 +70,27 @@ class AugmentedMap:
     context: Any = None
     """This solve's per-batch context (:mod:`jiio_core.context`), handed to every evaluation of
     the layer and the objective (:meth:`f`, :meth:`loss`), also in the backward passes."""
+    nonsmooth: NonSmooth | None = attrs.field(
+        default=attrs.Factory(lambda self: self.objective.nonsmooth(), takes_self=True)
+    )
+    """``g``: the objective's :meth:`~jiio_core.objective.InnerObjective.nonsmooth` (default),
+    or ``None``; it must compose exactly with ``constraint`` (:mod:`jiio_core.prox`), and the
+    normalised x-step is not defined with it (both raise ``ValueError`` here)."""
+
+    def __attrs_post_init__(self) -> None:
+        g = self.nonsmooth
+        if g is None:
+            return
+        if not isinstance(g, NonSmooth):
+            raise TypeError(f"the non-smooth part must be a jiio_core.NonSmooth or None, got {type(g).__name__}")
+        if not g.composes_with(self.constraint):
+            raise ValueError(composition_error(g, self.constraint))
+        if self.normalized_x_step:
+            raise ValueError(
+                f"normalized_x_step is not defined with a non-smooth part ({type(g).__name__}): "
+                "a unit-length step has no proximal counterpart with the same fixed points at every "
+                "length; use the plain x-step (x_step='gradient')"
+            )
 
     BLOCKS = ("z", "mu", "x")
 
@@ -83,6 +114,12 @@ class AugmentedMap:
 
     def unpack_x(self, xf: Tensor) -> Tensor:
         return xf.reshape(xf.shape[0], *self.x_shape)
+
+    def prox_step(self, v: Tensor, step: Tensor | float) -> Tensor:
+        """``prox_{step·g + ι_C}(v)``: ``Π_C(v)`` without a non-smooth part; with ``step = 0``
+        the projection onto ``C ∩ dom g``, where the solve's returned ``x`` lies."""
+        g = self.nonsmooth
+        return self.constraint.project(v) if g is None else g.prox_onto(v, step, self.constraint)
 
     def f(self, z: State, x: Tensor) -> State:
         """``f_θ(z, x)`` with this solve's context."""
@@ -141,8 +178,7 @@ class AugmentedMap:
             zf, xf = zf.detach(), xf.detach()
         d = self.damping
         a_x = d.alpha_x(k if damping_iter is None else damping_iter)
-        z_next = zf + d.z * (fz - zf)
-        mu_next = mu + d.mu * (gz - mu)
+        dz, dmu = fz - zf, gz - mu  # each used by the step and by its block's residual
         x = self.unpack_x(xf)
         s = self.loss_scale
         s_col = s.reshape(-1, 1) if isinstance(s, Tensor) else s
@@ -152,19 +188,29 @@ class AugmentedMap:
             direction = self.unpack_x(gx / norm.unsqueeze(1))
         else:
             direction = gxs
-        x_next = self.constraint.project(x - a_x * direction)
-        # KKT residual (eq. 14), each block relative to its own size; projected gradient for x
-        if self.constraint.is_unconstrained:
+        x_next = self.prox_step(x - a_x * direction, a_x)
+        # KKT residual (eq. 14), each block relative to its own size; the projected-gradient
+        # (with g: the proximal-gradient) mapping for x
+        if self.nonsmooth is None and self.constraint.is_unconstrained:
             rx = gxs.reshape(xf.shape)
         else:
-            rx = xf - self.constraint.project(x - gxs).reshape(xf.shape)
+            rx = xf - self.prox_step(x - gxs, 1.0).reshape(xf.shape)
         s_b = s.reshape(-1) if isinstance(s, Tensor) else s
+        if self.nonsmooth is not None:
+            cost = cost + self.nonsmooth.value(x) / s_b
         norm = torch.linalg.vector_norm
-        r_z = norm(fz - zf, dim=1) / norm(zf, dim=1).clamp(min=1.0)
-        r_mu = s_b * norm(gz - mu, dim=1) / (s_b * norm(mu, dim=1)).clamp(min=1.0)
+        r_z = norm(dz, dim=1) / norm(zf, dim=1).clamp(min=1.0)
+        r_mu = s_b * norm(dmu, dim=1) / (s_b * norm(mu, dim=1)).clamp(min=1.0)
         r_x = norm(rx, dim=1) / norm(xf, dim=1).clamp(min=1.0)
         blocks = torch.stack([r_z, r_mu, r_x], dim=1)
-        value = torch.cat([z_next, mu_next, x_next.reshape(xf.shape)], dim=1)
+        if create_graph:
+            value = torch.cat([zf + d.z * dz, mu + d.mu * dmu, x_next.reshape(xf.shape)], dim=1)
+        else:  # the same sums written straight into G(v): no per-block temporaries, no concatenation
+            value = torch.empty_like(v)
+            vz, vmu, vx = self.split(value)
+            torch.add(zf, dz.mul_(d.z), out=vz)
+            torch.add(mu, dmu.mul_(d.mu), out=vmu)
+            vx.copy_(x_next.reshape(xf.shape))
         return Evaluation(value=value, cost=cost, kkt=blocks.amax(dim=1), blocks=blocks)
 
     def step(self, y: Any, *, create_graph: bool = False) -> Any:

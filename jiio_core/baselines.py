@@ -109,7 +109,8 @@ def optimize_input(
     (see :meth:`DEQSolver.solve`). ``context``: the batch's context (:mod:`jiio_core.context`),
     handed to the layer and the objective wherever they declare it, as by
     :meth:`JointProblem.solve <jiio_core.problem.JointProblem.solve>`. Returns the best iterate
-    of each sample."""
+    of each sample. An objective with a non-smooth part (:mod:`jiio_core.prox`) is refused
+    (``ValueError``): these methods follow gradients only."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     layer_takes = cell_takes_context(layer)
@@ -117,6 +118,12 @@ def optimize_input(
                   "optimize_input")
     layer_context = context if layer_takes else None
     check_tensor("x0", x0, ndim_min=1)
+    if objective.nonsmooth() is not None:
+        raise ValueError(
+            f"optimize_input follows the gradient of {type(objective).__name__}.forward only and would "
+            f"ignore its non-smooth part {type(objective.nonsmooth()).__name__}; for a subgradient "
+            "baseline write g into forward (and return None from nonsmooth())"
+        )
     deq = DEQSolver() if deq is None else deq
     constraint = Unconstrained() if constraint is None else constraint
     constraint.validate(x0)

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from jiio_core.context import accepts_context, missing_context, requires_context
+from jiio_core.prox import NonSmooth
 from jiio_core.state import State
 
 
@@ -46,6 +47,11 @@ class InnerObjective(nn.Module, ABC):
     (a measurement operator) declares a ``context`` parameter, ``forward(self, z, x, y,
     context=None)``, and receives the solve's ``context=``; one that declares none is called as
     ``forward(z, x, y)``, unchanged.
+
+    Non-smooth part (:mod:`jiio_core.prox`): an objective whose input term is non-smooth (an
+    L1 penalty, a total-variation prior, a sign constraint) returns it from :meth:`nonsmooth`
+    instead of writing it into :meth:`forward`; the solver then takes proximal-gradient x-steps
+    on ``s·ℓ + g``.
     """
 
     relation: Relation = Relation.SAME
@@ -65,6 +71,17 @@ class InnerObjective(nn.Module, ABC):
         """
         del y
         return 1.0
+
+    def nonsmooth(self) -> NonSmooth | None:
+        """The non-smooth part ``g(x)`` of the objective, with its proximal operator, or
+        ``None`` (the default: the objective is :meth:`forward` alone).
+
+        ``g`` is in the units of the *summed* loss ``loss_scale(y)·ℓ`` (for a loss that is a sum,
+        ``L1(0.1)`` adds ``0.1·‖x‖₁`` to it); the solve minimises ``s·ℓ + g`` over the
+        constraint set, reports ``ℓ + g/s`` as its cost, and keeps ``ℓ`` alone in
+        ``JointSolution.loss`` (``total_loss`` adds ``g/s``). It must not depend on ``θ``.
+        """
+        return None
 
     @property
     def takes_context(self) -> bool:

@@ -17,6 +17,12 @@ Every strategy evaluates the layer and the objective through the solve's
 :class:`~jiio_core.augmented.AugmentedMap` (``amap.f``, ``amap.loss``), so the per-batch context
 of the solve (:mod:`jiio_core.context`) is the one its backward pass differentiates through.
 
+With a non-smooth part ``g`` of the objective (:mod:`jiio_core.prox`; ``g`` never depends on
+``θ``): :class:`Unrolled` differentiates through every prox; :class:`ImplicitKKT` through the
+prox at the solution, with its (generalised) Jacobian, and refuses a prox that declares none
+(``implicit_jacobian`` false); :class:`AdjointShortcut` is exact for the
+optimal value ``ℓ + g(x*)/s`` (``JointSolution.total_loss``); :class:`FixedInput` is unchanged.
+
 Backward linear solves record their per-sample convergence in :class:`BackwardStats`; a
 backward solve that fails is reported there (and raised with ``throw=True``), never returned
 as a silent zero.
@@ -33,6 +39,8 @@ from torch import Tensor
 
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.augmented import AugmentedMap
+from jiio_core.objective import InnerObjective
+from jiio_core.prox import NonSmooth
 from jiio_core.solver import FixedPointResult, Status, StepOutput, fixed_point
 from jiio_core.state import State
 from jiio_core.validators import instance_of, int_in, number_in
@@ -146,6 +154,11 @@ class OuterGradient(ABC):
     def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
         """Differentiable ``z, x, μ, loss`` at the solution."""
 
+    def check_objective(self, objective: InnerObjective) -> None:
+        """Raise ``ValueError`` if this strategy cannot differentiate a problem with this
+        objective (called when a :class:`~jiio_core.problem.JointProblem` is built)."""
+        del objective
+
 
 @attrs.frozen
 class AdjointShortcut(OuterGradient):
@@ -154,9 +167,11 @@ class AdjointShortcut(OuterGradient):
     ``loss`` is the Lagrangian ``ℓ(z*, x*, y) + μ*ᵀ (f(z*, x*) − z*)`` with ``z*, x*, μ*``
     detached: its value is ``ℓ`` (up to the residual) and its θ-gradient is
     ``∂ℓ/∂θ + μ*ᵀ ∂f/∂θ``. The envelope theorem makes the ``x*`` dependence vanish, also on the
-    boundary of a constraint. Use ``solution.outer_loss`` for the negated case. ``refine_steps``
-    polishes ``μ*`` by that many adjoint iterations at the solution (the original code's
-    "μ* as warm start" variant).
+    boundary of a constraint. Use ``solution.outer_loss`` for the negated case. With a
+    non-smooth part ``g`` (:mod:`jiio_core.prox`) the same gradient is that of the optimal value
+    ``ℓ + g(x*)/s`` (``solution.total_loss``), not of ``ℓ`` alone: ``∇_xℓ`` does not vanish at
+    a non-smooth optimum. ``refine_steps`` polishes ``μ*`` by that many adjoint iterations at
+    the solution (the original code's "μ* as warm start" variant).
     """
 
     refine_steps: int = attrs.field(default=0, validator=int_in(0))
@@ -227,12 +242,21 @@ class ImplicitKKT(_ImplicitSolve):
     ``u = g + (∂G/∂v)ᵀ u`` with ``accelerator``; ``G`` contains a vector-Jacobian product, so
     this differentiates the layer twice. The x-block uses the plain (not normalised) projected
     gradient step, which has the same fixed points.
+
+    With a non-smooth part the map contains its prox, differentiated by autograd (a generalised
+    Jacobian at kinks; ``TotalVariation2D`` through its inner sweeps); a prox that declares no
+    such Jacobian (``implicit_jacobian`` false) is refused with ``ValueError``, when the
+    problem is built.
     """
+
+    def check_objective(self, objective: InnerObjective) -> None:
+        _refuse_without_jacobian(objective.nonsmooth())
 
     def attach(self, ctx: OuterContext, *, throw: bool) -> Attached:
         if not torch.is_grad_enabled():
             return _detached(ctx)
         amap = ctx.amap
+        _refuse_without_jacobian(amap.nonsmooth)
         v = ctx.v_star.detach().requires_grad_()
         ev = amap.evaluate(v, ctx.y, ctx.final_iter, create_graph=True, normalized=False)
         out = ev.value
@@ -241,6 +265,16 @@ class ImplicitKKT(_ImplicitSolve):
         z = amap.z_spec.unpack(zf)
         x = amap.unpack_x(xf)
         return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y))
+
+
+def _refuse_without_jacobian(g: NonSmooth | None) -> None:
+    if g is not None and not g.implicit_jacobian:
+        raise ValueError(
+            f"ImplicitKKT cannot differentiate through the prox of {type(g).__name__}: it declares "
+            "no Jacobian that autograd follows (implicit_jacobian = False); use AdjointShortcut or "
+            "FixedInput, which do not differentiate the prox, or set implicit_jacobian = True if "
+            "autograd through its prox is exact"
+        )
 
 
 @attrs.frozen

@@ -81,6 +81,20 @@ class JointSolution:
     x-stationarity blocks at the returned iterate (:mod:`jiio_core.augmented` defines them)."""
     equilibrium_tol: float = math.inf
     """The bound on ``r_z`` under which the returned iterate counts as at equilibrium."""
+    nonsmooth: Tensor | None = None
+    """``g(x*)`` per sample, the objective's non-smooth part (:mod:`jiio_core.prox`) in the
+    units of the summed loss ``s·ℓ``; ``None`` without one. Differentiable where ``x`` is."""
+    loss_scale: Tensor | float = 1.0
+    """``s``, the objective's ``loss_scale(y)`` for this batch."""
+
+    @property
+    def total_loss(self) -> Tensor:
+        """``ℓ + g(x*)/s`` per sample, the objective the solve minimised, in ``ℓ``'s units
+        (:attr:`loss` itself without a non-smooth part)."""
+        if self.nonsmooth is None:
+            return self.loss
+        s = self.loss_scale
+        return self.loss + self.nonsmooth / (s.reshape(-1) if isinstance(s, Tensor) else s)
 
     @property
     def at_equilibrium(self) -> Tensor:
@@ -173,6 +187,14 @@ class JointProblem(nn.Module):
         equilibrium_tol: an iterate is *at equilibrium* when its DEQ block's relative residual
             ``r_z ≤ equilibrium_tol``; selection returns such an iterate whenever the solve
             produced one, and :attr:`JointSolution.at_equilibrium` says per sample whether it did.
+        balance_blocks: start the accelerator with the block layout ``(z, μ, x)`` of the
+            augmented state (:meth:`~jiio_core.accelerators.Accelerator.init_blocks`): Anderson
+            then weighs the three blocks' residuals alike in its mixing coefficients, whatever
+            their units (``μ`` is the adjoint of a loss whose scale is arbitrary, ``x`` has far
+            fewer entries than ``z``). ``False`` (default): the plain Euclidean metric on ``v``.
+            It pays early (fewer iterations to a loose optimum on the zoo's Anderson-I
+            problems) and can cost late (more iterations, or none converging, on small problems
+            solved to 1e-13; see :attr:`jiio_core.recipe.SolveSettings.balance_blocks`).
         throw: raise :class:`SolveError` if any sample diverges (and make backward solves raise
             on failure); otherwise the status reports it.
     """
@@ -195,6 +217,7 @@ class JointProblem(nn.Module):
         check_every: int = 5,
         divergence_factor: float = 1e6,
         equilibrium_tol: float = 1e-3,
+        balance_blocks: bool = False,
         throw: bool = False,
     ) -> None:
         super().__init__()
@@ -226,6 +249,7 @@ class JointProblem(nn.Module):
                 f"{type(objective).__name__}.relation is Relation.OTHER; use ImplicitKKT, "
                 "FixedInput or Unrolled"
             )
+        outer.check_objective(objective)
         if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
             raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
         if not isinstance(equilibrium_tol, (int, float)) or not equilibrium_tol > 0:
@@ -251,6 +275,7 @@ class JointProblem(nn.Module):
         self.check_every = _check_int("check_every", check_every, 1)
         self.divergence_factor = float(divergence_factor)
         self.equilibrium_tol = float(equilibrium_tol)
+        self.balance_blocks = bool(balance_blocks)
         self.throw = bool(throw)
 
     def _reference(self) -> tuple[torch.dtype, torch.device] | None:
@@ -360,6 +385,7 @@ class JointProblem(nn.Module):
             "divergence_factor": self.divergence_factor,
             "sample_from": None if jp is None else jp.start,
             "generator": generator,
+            "blocks": (spec.numel, spec.numel, amap.nx) if self.balance_blocks else None,
         }
         grad_ctx = torch.enable_grad() if unrolled else torch.no_grad()
         with grad_ctx:
@@ -371,9 +397,10 @@ class JointProblem(nn.Module):
                 f"{self.divergence_factor:g}x); best finite iterates are in the solution when throw=False"
             )
         stats = BackwardStats()
-        # accelerators mix iterates, so an evaluated x can sit slightly outside C: return Π_C(x)
+        # accelerators mix iterates, so an evaluated x can sit slightly outside C (and dom g):
+        # return Π_C(x) (with g: the projection onto C ∩ dom g)
         zf, mu, xf = amap.split(res.v)
-        v_star = torch.cat([zf, mu, constraint.project(amap.unpack_x(xf)).reshape(xf.shape)], dim=1)
+        v_star = torch.cat([zf, mu, amap.prox_step(amap.unpack_x(xf), 0.0).reshape(xf.shape)], dim=1)
         ctx = OuterContext(amap=amap, y=y, v_star=v_star, final_iter=res.iterations_run - 1, stats=stats)
         att = self.outer.attach(ctx, throw=self.throw)
         penalty = None
@@ -397,6 +424,8 @@ class JointProblem(nn.Module):
             backward=stats,
             kkt_blocks=res.blocks,
             equilibrium_tol=self.equilibrium_tol,
+            nonsmooth=None if amap.nonsmooth is None else amap.nonsmooth.value(att.x),
+            loss_scale=amap.loss_scale,
         )
 
     def _check_context(self, context: Any) -> None:

@@ -168,6 +168,7 @@ def fixed_point(
     divergence_factor: float = 1e6,
     sample_from: int | None = None,
     generator: torch.Generator | None = None,
+    blocks: tuple[int, ...] | None = None,
 ) -> FixedPointResult:
     """Iterate ``step`` from ``v0`` and return the best iterate of each sample.
 
@@ -178,6 +179,11 @@ def fixed_point(
     that blows ``v`` up would pass the relative convergence test). Converged and
     diverged samples are frozen at their best iterate; the loop stops when none is active
     (tested every ``check_every`` iterations) or after ``max_iter`` evaluations.
+
+    ``blocks``: the packed state is consecutive blocks of these widths, in different units
+    (JIIO's ``(z, μ, x)``); the accelerator is started with
+    :meth:`~jiio_core.accelerators.Accelerator.init_blocks` (Anderson then balances the blocks
+    in its inner products).
 
     Runs with autograd if the caller enables it and ``v0``/``step`` carry graphs (used by
     :class:`~jiio_core.outer.Unrolled`): every update is out of place in that case.
@@ -207,7 +213,7 @@ def fixed_point(
     best_feasible = torch.zeros(batch, dtype=torch.bool, device=dev)
     reports_feasible = False
     seen = torch.zeros(batch, device=dev, dtype=dt)
-    state = accelerator.init(v0)
+    state = accelerator.init(v0) if blocks is None else accelerator.init_blocks(v0, blocks)
     v = v0
     run = 0
     for k in range(max_iter):

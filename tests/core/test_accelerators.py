@@ -583,6 +583,34 @@ def test_anderson_graph_path_derivative_matches_finite_differences(cls: type) ->
         assert torch.autograd.gradcheck(proposals, (c,), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cls", [AndersonI, AndersonII])
+def test_anderson_graph_path_with_an_idle_sample_matches_finite_differences(cls: type) -> None:
+    """A sample that sits still (the driver's frozen samples: the same ``(v, G(v))`` every
+    step) fills its history with zeros; the unrolled derivative of the whole batch must stay
+    finite and exact (``gradcheck`` against central differences), also through the blocked
+    code path (one block: its weight is exactly 1, so the derivative is the plain one)."""
+    b, n, memory = 2, 6, 3
+    gen = _gen(25)
+    a = spectral_matrices(b, n, 0.6, gen)
+    c = torch.randn(b, n, dtype=DT, generator=gen).requires_grad_()
+    still = torch.tensor([True, False]).unsqueeze(1)
+
+    def proposals(c: Tensor, blocks: tuple[int, ...] | None) -> Tensor:
+        acc = cls(memory=memory, beta=0.8)
+        v = torch.zeros(b, n, dtype=DT)
+        state = acc.init(v) if blocks is None else acc.init_blocks(v, blocks)
+        for _ in range(3 * memory):
+            gv = torch.tanh(torch.einsum("bij,bj->bi", a, v) + c)
+            v, state = acc.update(state, v, gv, torch.ones(b, dtype=torch.bool))
+            v = torch.where(still, torch.zeros_like(v), v)  # sample 0 stays at 0
+        return v
+
+    with torch.enable_grad():
+        for blocks in (None, (n,)):
+            assert torch.autograd.gradcheck(lambda c, blocks=blocks: proposals(c, blocks), (c,), eps=1e-6,
+                                            atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("transpose", [False, True], ids=["H", "Ht"])
 def test_broyden_low_rank_products_match_dense_matrix(transpose: bool) -> None:
     """``H x`` and ``Hᵀ x`` for ``H = −I + Σᵢ uᵢ vᵢᵀ`` (first ``count`` slots only; the other
@@ -622,3 +650,128 @@ def test_no_graph_update_allocates_no_history_sized_temporary(name: str) -> None
     assert sizes and max(sizes.values()) > 0  # the profiler did record the allocations
     limit = b * (memory // 2) * n * 8  # half a history buffer
     assert max(sizes.values()) < limit, sizes
+
+
+# --------------------------------------------------------------------------- block-balanced metric
+
+
+def _reference_balanced_anderson(
+    pairs: list[tuple[Tensor, Tensor]], blocks: tuple[int, ...], *, type_one: bool, memory: int, beta: float,
+    ridge: float,
+) -> list[Tensor]:
+    """The einsum formulation in the weighted metric ``⟨a, b⟩ = Σ_k ⟨a_k, b_k⟩ ‖f‖²/(K‖f_k‖²)``
+    (``f`` the current residual, ``k`` over the ``K`` blocks), every product rebuilt from the
+    chronological history: the dense diagonal weight vector, not per-block Gram matrices."""
+    dvs: list[Tensor] = []
+    dfs: list[Tensor] = []
+    prev: tuple[Tensor, Tensor] | None = None
+    out = []
+    for v, gv in pairs:
+        f = gv - v
+        if prev is not None:
+            dvs = [*dvs, v - prev[0]][-memory:]
+            dfs = [*dfs, f - prev[1]][-memory:]
+        prev = (v, f)
+        plain = v + beta * f
+        if not dvs:
+            out.append(plain)
+            continue
+        total = (f * f).sum(1, keepdim=True)
+        w = torch.cat([(total / (len(blocks) * (p * p).sum(1, keepdim=True))).expand(-1, p.shape[1])
+                       for p in f.split(blocks, 1)], 1)
+        dv, df = torch.stack(dvs, 1), torch.stack(dfs, 1)
+        left = dv if type_one else df
+        gram = torch.einsum("bin,bn,bjn->bij", left, w, df)
+        rhs = torch.einsum("bin,bn,bn->bi", left, w, f)
+        dv_sq = torch.einsum("bin,bn,bin->bi", dv, w, dv).mean(1)
+        df_sq = torch.einsum("bin,bn,bin->bi", df, w, df).mean(1)
+        scale = torch.sqrt(dv_sq * df_sq) if type_one else df_sq
+        lam = ridge * scale + torch.finfo(DT).tiny
+        gamma = torch.linalg.solve(gram + lam.view(-1, 1, 1) * torch.eye(gram.shape[1], dtype=DT), rhs)
+        out.append(plain - torch.einsum("bm,bmn->bn", gamma, dv + beta * df))
+    return out
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["no-graph", "graph"])
+@pytest.mark.parametrize("cls", [AndersonI, AndersonII])
+def test_blocked_anderson_matches_weighted_einsum_reference(cls: type, graph: bool) -> None:
+    """With a block layout, every proposal (over a run that wraps the ring buffer twice, with
+    blocks of very different scales) equals the weighted-metric formula to rounding."""
+    b, memory, blocks = 3, 4, (40, 20, 4)
+    n = sum(blocks)
+    pairs = _history_pairs(2 * memory + 3, b, n, seed=31)
+    scale = torch.cat([torch.full((40,), 1.0), torch.full((20,), 1e-3), torch.full((4,), 30.0)]).to(DT)
+    pairs = [(v * scale, gv * scale) for v, gv in pairs]
+    if graph:
+        pairs = [(v.clone().requires_grad_(), gv) for v, gv in pairs]
+    ref = _reference_balanced_anderson(pairs, blocks, type_one=cls is AndersonI, memory=memory, beta=0.8,
+                                       ridge=1e-8)
+    acc = cls(memory=memory, beta=0.8)
+    state = acc.init_blocks(torch.zeros(b, n, dtype=DT), blocks)
+    active = torch.ones(b, dtype=torch.bool)
+    with torch.set_grad_enabled(graph):
+        for k, ((v, gv), expected) in enumerate(zip(pairs, ref, strict=True)):
+            nxt, state = acc.update(state, v, gv, active)
+            assert nxt.requires_grad == graph
+            err = torch.linalg.vector_norm(nxt - expected, dim=1) / torch.linalg.vector_norm(expected, dim=1)
+            assert bool((err <= 1e-11).all()), (k, err)
+
+
+@pytest.mark.parametrize("cls", [AndersonI, AndersonII])
+def test_one_block_is_the_plain_method(cls: type) -> None:
+    """A single block weighs the whole residual by one number, which cancels: the proposals
+    equal the unblocked einsum reference."""
+    b, n, memory = 2, 30, 3
+    pairs = _history_pairs(2 * memory + 2, b, n, seed=32)
+    ref = _reference_anderson(pairs, type_one=cls is AndersonI, memory=memory, beta=1.0, ridge=1e-8)
+    acc = cls(memory=memory)
+    state = acc.init_blocks(torch.zeros(b, n, dtype=DT), (n,))
+    for (v, gv), expected in zip(pairs, ref, strict=True):
+        nxt, state = acc.update(state, v, gv, torch.ones(b, dtype=torch.bool))
+        torch.testing.assert_close(nxt, expected, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [AndersonI, AndersonII])
+def test_balanced_metric_is_invariant_to_the_units_of_each_block(cls: type) -> None:
+    """Rescaling one block of the state (``u = D v``, the map conjugated by ``D``) rescales the
+    iterates and nothing else: the solve in ``u`` visits ``D`` times the points of the solve in
+    ``v``. Without the block layout it does not (the check is not vacuous)."""
+    b, blocks = 3, (12, 12, 3)
+    n = sum(blocks)
+    problem = tanh_problem(b, n, seed=34, norm=0.8)
+    d = torch.cat([torch.ones(12), torch.full((12,), 1e-3), torch.full((3,), 50.0)]).to(DT)
+
+    def run(scale: Tensor, use_blocks: bool) -> list[Tensor]:
+        acc = cls(memory=5)
+        v = torch.zeros(b, n, dtype=DT)
+        state = acc.init_blocks(v, blocks) if use_blocks else acc.init(v)
+        points = []
+        for _ in range(12):
+            gv = problem.apply(v / scale) * scale
+            v, state = acc.update(state, v, gv, torch.ones(b, dtype=torch.bool))
+            points.append(v / scale)
+        return points
+
+    one = torch.ones(n, dtype=DT)
+    for p, q in zip(run(one, True), run(d, True), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-8, atol=1e-10)
+    gap = max(float((p - q).abs().max()) for p, q in zip(run(one, False), run(d, False), strict=True))
+    assert gap > 1e-4
+
+
+def test_bad_block_layout_is_named() -> None:
+    with pytest.raises(ValueError, match="summing to the state width 10"):
+        AndersonI(memory=3).init_blocks(torch.zeros(2, 10, dtype=DT), (4, 5))
+    with pytest.raises(ValueError, match="positive ints"):
+        Picard().init_blocks(torch.zeros(2, 10, dtype=DT), (10, 0))
+
+
+def test_vanishing_block_residual_is_floored() -> None:
+    """``‖f‖²/(K‖f_k‖²)`` per block, and a block whose residual is exactly zero gets the finite
+    weight ``1/(K·eps)`` instead of a division by zero."""
+    from jiio_core.accelerators import balanced_weights
+
+    f = torch.tensor([[3.0, 4.0, 0.0, 0.0, 1.0]], dtype=DT)
+    w = balanced_weights(f, (2, 2, 1))
+    eps = torch.finfo(DT).eps
+    torch.testing.assert_close(w, torch.tensor([[26 / 75.0, 1 / (3 * eps), 26 / 3.0]], dtype=DT))

@@ -35,13 +35,17 @@ def test_accelerator_kind_and_memory(kind: str, cls: type) -> None:
 def test_problem_carries_every_setting() -> None:
     s = SolveSettings(accelerator="broyden", memory=9, damping=(0.7, 0.5, 0.2), x_late=0.05, switch_at=12,
                       x_step="normalized", max_iter=33, tol=1e-7, equilibrium_tol=2e-4, selection="cost",
-                      check_every=3, backward_max_iter=44, backward_tol=1e-8, jacobian_probes=3, jacobian_start=4)
+                      check_every=3, backward_max_iter=44, backward_tol=1e-8, jacobian_probes=3, jacobian_start=4,
+                      balance_blocks=True)
     p = s.problem(TanhLayer(4, 2), QuadraticLoss(4, 3), outer="kkt", x_shape=(2,), jacobian_penalty=True)
     assert isinstance(p.accelerator, Broyden) and p.accelerator.memory == 9
     d = p.damping
     assert (d.z, d.mu, d.x, d.x_late, d.switch_at) == (0.7, 0.5, 0.2, 0.05, 12)
     assert p.normalized_x_step and p.max_iter == 33 and p.tol == 1e-7 and p.equilibrium_tol == 2e-4
-    assert isinstance(p.selection, LowestCost) and p.check_every == 3
+    assert isinstance(p.selection, LowestCost) and p.check_every == 3 and p.balance_blocks
+    pieces = (TanhLayer(4, 2), QuadraticLoss(4, 3))
+    assert not SolveSettings().problem(*pieces, x_shape=(2,)).balance_blocks
+    assert SolveSettings(balance_blocks=True).problem(*pieces, x_shape=(2,)).balance_blocks
     assert isinstance(p.outer, ImplicitKKT) and p.outer.max_iter == 44 and p.outer.tol == 1e-8
     assert p.jacobian_penalty is not None and (p.jacobian_penalty.probes, p.jacobian_penalty.start) == (3, 4)
     solver = s.deq_solver()

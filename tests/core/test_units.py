@@ -143,3 +143,30 @@ def test_bad_loss_scale_is_named() -> None:
             _problem(MeanLoss(loss, bad), layer, 0.1).solve(y)
     with pytest.raises(ValueError, match="equilibrium_tol"):
         _problem(loss, layer, 0.1, equilibrium_tol=0.0)
+
+
+@pytest.mark.parametrize("balance", [True, False], ids=["balanced", "euclidean"])
+def test_anderson_metric_choice_reaches_the_closed_form(balance: bool) -> None:
+    """The joint solve hands the accelerator the ``(z, μ, x)`` layout exactly when
+    ``balance_blocks`` is on, and both metrics converge to the closed-form optimum."""
+    layout: list[tuple[int, ...] | None] = []
+
+    class Recording(AndersonI):
+        def init(self, v0: Tensor) -> Any:
+            layout.append(None)
+            return super().init(v0)
+
+        def init_blocks(self, v0: Tensor, blocks: tuple[int, ...]) -> Any:
+            layout.append(blocks)
+            return super().init_blocks(v0, blocks)
+
+    layer, loss = LinearLayer(6, 3), QuadraticLoss(6, 4)
+    y = torch.randn(3, 4, dtype=DT, generator=torch.Generator().manual_seed(4))
+    problem = JointProblem(layer, MeanLoss(loss, 8.0), accelerator=Recording(memory=10),
+                           damping=Damping(z=0.8, mu=0.6, x=0.5), max_iter=300, tol=1e-9, x_shape=(3,),
+                           balance_blocks=balance)
+    with torch.no_grad():
+        sol = problem.solve(y)
+    assert layout == [(6, 6, 3) if balance else None]
+    assert bool(sol.converged.all())
+    torch.testing.assert_close(sol.x, closed_form_x(layer, loss, y), rtol=1e-7, atol=1e-8)
