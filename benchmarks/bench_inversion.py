@@ -16,6 +16,8 @@ procedure of :mod:`jiio_tasks.speed` (implemented by
 ``--split train --alpha-x 0.01,0.02,...`` is the tuning mode: on the last ``--faces`` training
 faces (the held-out faces are not touched) one Adam sweep is the reference and, for each
 ``α_x``, JIIO's equilibrium scores per iteration count and ``k*`` are printed (no timing).
+``--x-late-ratio 0.3`` sets each late ``α_x`` to that ratio of ``α_x``; ``--overrides`` changes
+other solve settings, e.g. ``'{"balance_blocks": false}'`` for the Euclidean Anderson metric.
 
 Run: ``python benchmarks/bench_inversion.py [--device cuda]``.
 """
@@ -23,6 +25,7 @@ Run: ``python benchmarks/bench_inversion.py [--device cuda]``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -48,6 +51,10 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=100, help="most JIIO iterations scored")
     parser.add_argument("--alpha-x", default=None,
                         help="comma-separated α_x values to compare (tuning); default: the config's")
+    parser.add_argument("--x-late-ratio", type=float, default=None,
+                        help="with --alpha-x: late α_x = this ratio × α_x (default: the config's late α_x)")
+    parser.add_argument("--overrides", type=json.loads, default={},
+                        help='JSON of other SolveSettings fields for JIIO, e.g. \'{"balance_blocks": false}\'')
     parser.add_argument("--profile", action="store_true",
                         help="also record where one JIIO solve spends its time (torch.profiler, top ops)")
     C.add_common_args(parser)
@@ -60,7 +67,9 @@ def main() -> None:
     runs: dict[str, Any] = {}
     reference = None
     for ax in alphas:
-        overrides = {"damping": (damping[0], damping[1], ax)}
+        overrides = {**args.overrides, "damping": (damping[0], damping[1], ax)}
+        if args.x_late_ratio is not None:
+            overrides["x_late"] = round(args.x_late_ratio * ax, 6)
         res = jiio_vs_adam(model, faces, iterations=args.max_iter, adam_steps=args.adam_steps, adam_lrs=lrs,
                            repeats=args.repeats, overrides=overrides, adam_reference=reference,
                            time_it=args.alpha_x is None)
@@ -82,7 +91,7 @@ def main() -> None:
         if k is not None:
             y = to_model(faces, model.config.model.output_activation)  # type: ignore[union-attr]
             objective = MeasurementObjective(model.head)
-            problem = jiio_problem(model, objective, iterations=k, tol=0.0)
+            problem = jiio_problem(model, objective, iterations=k, tol=0.0, overrides=args.overrides)
             from jiio_core import Adam, optimize_input
             from jiio_zoo.recipe import deq_solver
 
