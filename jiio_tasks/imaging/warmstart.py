@@ -43,8 +43,9 @@ class LatentCache:
     stamp: Tensor = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.x = torch.zeros(self.size, *self.x_shape, dtype=self.dtype)
-        self.stamp = torch.full((self.size,), -1, dtype=torch.long)
+        # on the CPU whatever the model's device: the cache can be large; rows move per batch
+        self.x = torch.zeros(self.size, *self.x_shape, dtype=self.dtype, device="cpu")
+        self.stamp = torch.full((self.size,), -1, dtype=torch.long, device="cpu")
 
     def _check(self, index: Tensor) -> Tensor:
         if index.ndim != 1 or index.dtype != torch.long:
@@ -62,7 +63,7 @@ class LatentCache:
         hit = stamp >= 0
         if self.max_age is not None:
             hit &= (step - stamp) <= self.max_age
-        x0 = torch.where(hit.reshape(-1, *([1] * len(self.x_shape))), self.x[index], torch.zeros((), dtype=self.dtype))
+        x0 = self.x[index] * hit.reshape(-1, *([1] * len(self.x_shape))).to(self.dtype)
         return x0, hit
 
     def store(self, index: Tensor, x: Tensor, step: int) -> None:
