@@ -1,11 +1,11 @@
 """jiio_core: joint inference and input optimisation (JIIO) for deep equilibrium models.
 
-The public API: abstract pieces (:class:`Layer`, :class:`InnerObjective`, :class:`Constraint`,
-:class:`Accelerator`, :class:`OuterGradient`) composed into a :class:`JointProblem` whose
-:meth:`~JointProblem.solve` returns a :class:`JointSolution`. :class:`DEQSolver` is the plain
+The public API: abstract pieces ([`Layer`][jiio_core.layer.Layer], [`InnerObjective`][jiio_core.objective.InnerObjective], [`Constraint`][jiio_core.constraint.Constraint],
+[`Accelerator`][jiio_core.accelerators.Accelerator], [`OuterGradient`][jiio_core.outer.OuterGradient]) composed into a [`JointProblem`][jiio_core.problem.JointProblem] whose
+[`JointProblem.solve`][jiio_core.problem.JointProblem.solve] returns a [`JointSolution`][jiio_core.problem.JointSolution]. [`DEQSolver`][jiio_core.deq.DEQSolver] is the plain
 DEQ solve (forward fixed point, implicit backward). Per-batch conditioning (a clean image, a
 task's images, a measurement operator) is passed to every solve as ``context=``
-(:mod:`jiio_core.context`), never set on a module.
+([`jiio_core.context`][jiio_core.context]), never set on a module.
 """
 
 from jiio_core.accelerators import Accelerator, AndersonI, AndersonII, Broyden, Picard

@@ -1,7 +1,7 @@
 """Batched fixed-point accelerators: damped Picard, Anderson (type I and II), Broyden.
 
 An accelerator proposes the next point to evaluate from the current point ``v`` and its image
-``G(v)``; the driver (:func:`jiio_core.solver.fixed_point`) does everything else. All work is
+``G(v)``; the driver ([`jiio_core.solver.fixed_point`][jiio_core.solver.fixed_point]) does everything else. All work is
 per sample: each sample has its own mixing coefficients, and a sample whose small linear system
 is singular or non-finite falls back to a plain step ``G(v)`` without affecting the others.
 No host syncs happen here.
@@ -33,7 +33,7 @@ class Accelerator(ABC, Generic[S]):
         """Fresh state for a packed state made of consecutive blocks of ``blocks`` columns each
         (e.g. JIIO's ``(z, μ, x)``), whose units may differ. Accelerators that measure
         residuals with an inner product (Anderson) then weigh each block's residual to the same
-        size (:func:`balanced_weights`); the default ignores the layout."""
+        size ([`balanced_weights`][jiio_core.accelerators.balanced_weights]); the default ignores the layout."""
         check_blocks(blocks, v0.shape[1])
         return self.init(v0)
 
@@ -118,7 +118,7 @@ class Picard(Accelerator[None]):
 class AndersonState:
     """Ring buffers of the last ``m`` differences of iterates and residuals, and their Gram.
 
-    With a block layout (:meth:`Accelerator.init_blocks`) the Gram and the squared norms are
+    With a block layout ([`Accelerator.init_blocks`][jiio_core.accelerators.Accelerator.init_blocks]) the Gram and the squared norms are
     kept per block (a leading ``K`` axis after the batch), so that each update can weigh the
     blocks anew."""
 
@@ -155,9 +155,9 @@ class _Anderson(Accelerator[AndersonState]):
         )
 
     def init_blocks(self, v0: Tensor, blocks: tuple[int, ...]) -> AndersonState:
-        """As :meth:`init`, with the inner products of the secant equations taken in the
+        """As `init`, with the inner products of the secant equations taken in the
         block-balanced metric: every update weighs block ``k`` by ``1/‖f_k‖²`` (relative to
-        the whole) at the current residual ``f`` (:func:`balanced_weights`), so each block
+        the whole) at the current residual ``f`` ([`balanced_weights`][jiio_core.accelerators.balanced_weights]), so each block
         counts alike in the mixing coefficients whatever its units or size. One block is the
         plain method. With autograd (an unrolled solve) the weights are held constant: the
         metric is a choice of each step, not part of the map."""

@@ -3,20 +3,24 @@
 Units. The objective declares ``s = loss_scale(y)``, the number of terms its per-sample loss
 averages over; the x-step and the μ- and x-blocks of the residual are measured on the summed
 loss ``s·ℓ`` (``μ`` itself stays the adjoint of ``ℓ``), so ``α_x`` means the same for a mean
-and a sum. Each block of the residual is relative to its own size::
+and a sum. Each block of the residual is relative to its own size:
 
-    r_z = ‖f(z, x) − z‖ / max(1, ‖z‖)
-    r_μ = s‖J_zᵀμ + ∇_zℓ − μ‖ / max(1, s‖μ‖)
-    r_x = ‖x − Π_C(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+```
+r_z = ‖f(z, x) − z‖ / max(1, ‖z‖)
+r_μ = s‖J_zᵀμ + ∇_zℓ − μ‖ / max(1, s‖μ‖)
+r_x = ‖x − Π_C(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+```
 
 and the KKT residual is their maximum, so ``tol`` bounds all three.
 
-With a non-smooth part ``g`` (the objective's :meth:`~jiio_core.objective.InnerObjective.nonsmooth`,
-:mod:`jiio_core.prox`) the x-step is a proximal-gradient step and ``r_x`` the proximal-gradient
-mapping with unit step::
+With a non-smooth part ``g`` (the objective's [`InnerObjective.nonsmooth`][jiio_core.objective.InnerObjective.nonsmooth],
+[`jiio_core.prox`][jiio_core.prox]) the x-step is a proximal-gradient step and ``r_x`` the proximal-gradient
+mapping with unit step:
 
-    x⁺  = prox_{α_x g + ι_C}(x − α_x·s(J_xᵀμ + ∇_xℓ))
-    r_x = ‖x − prox_{g + ι_C}(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+```
+x⁺  = prox_{α_x g + ι_C}(x − α_x·s(J_xᵀμ + ∇_xℓ))
+r_x = ‖x − prox_{g + ι_C}(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+```
 
 and the cost is ``ℓ + g(x)/s``.
 """
@@ -64,17 +68,17 @@ class AugmentedMap:
     x_shape: tuple[int, ...]  # without batch
     normalized_x_step: bool = False
     loss_scale: Tensor | float = 1.0
-    """``s``: the objective's :meth:`~jiio_core.objective.InnerObjective.loss_scale` for this batch."""
+    """``s``: the objective's [`InnerObjective.loss_scale`][jiio_core.objective.InnerObjective.loss_scale] for this batch."""
     equilibrium_tol: float = 1e-3
-    """An iterate is at equilibrium when ``r_z ≤ equilibrium_tol`` (see :meth:`step`)."""
+    """An iterate is at equilibrium when ``r_z ≤ equilibrium_tol`` (see [`step`][jiio_core.augmented.AugmentedMap.step])."""
     context: Any = None
-    """This solve's per-batch context (:mod:`jiio_core.context`), handed to every evaluation of
-    the layer and the objective (:meth:`f`, :meth:`loss`), also in the backward passes."""
+    """This solve's per-batch context ([`jiio_core.context`][jiio_core.context]), handed to every evaluation of
+    the layer and the objective ([`f`][jiio_core.augmented.AugmentedMap.f], [`loss`][jiio_core.augmented.AugmentedMap.loss]), also in the backward passes."""
     nonsmooth: NonSmooth | None = attrs.field(
         default=attrs.Factory(lambda self: self.objective.nonsmooth(), takes_self=True)
     )
-    """``g``: the objective's :meth:`~jiio_core.objective.InnerObjective.nonsmooth` (default),
-    or ``None``; it must compose exactly with ``constraint`` (:mod:`jiio_core.prox`), and the
+    """``g``: the objective's [`InnerObjective.nonsmooth`][jiio_core.objective.InnerObjective.nonsmooth] (default),
+    or ``None``; it must compose exactly with ``constraint`` ([`jiio_core.prox`][jiio_core.prox]), and the
     normalised x-step is not defined with it (both raise ``ValueError`` here)."""
 
     def __attrs_post_init__(self) -> None:

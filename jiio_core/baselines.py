@@ -1,6 +1,6 @@
 """The paper's comparison methods: input optimisation by SGD / Adam / PGD over a DEQ, each step
-a full forward and backward fixed-point solve by :class:`~jiio_core.deq.DEQSolver` (the DEQ as a
-differentiable function lives in :mod:`jiio_core.deq`)."""
+a full forward and backward fixed-point solve by [`DEQSolver`][jiio_core.deq.DEQSolver] (the DEQ as a
+differentiable function lives in [`jiio_core.deq`][jiio_core.deq])."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class InputOptimizer(ABC):
         """A torch optimizer over the leaf ``x``, or ``None`` for a hand-written step."""
 
     def step(self, x: Tensor, grad: Tensor) -> Tensor:
-        """Hand-written update (used when :meth:`make` returns ``None``)."""
+        """Hand-written update (used when [`make`][jiio_core.baselines.InputOptimizer.make] returns ``None``)."""
         raise NotImplementedError
 
 
@@ -106,10 +106,10 @@ def optimize_input(
     """Minimise ``ℓ(z*(x), x, y)`` over ``x ∈ C`` by ``steps`` steps of ``method``, each with a
     full DEQ forward solve and implicit backward solve. Parameters of ``layer``/``objective``
     receive no gradient. ``layer`` may be a plain function ``f(z, x) -> z``, with ``z_shape``
-    (see :meth:`DEQSolver.solve`). ``context``: the batch's context (:mod:`jiio_core.context`),
+    (see [`DEQSolver.solve`][jiio_core.deq.DEQSolver.solve]). ``context``: the batch's context ([`jiio_core.context`][jiio_core.context]),
     handed to the layer and the objective wherever they declare it, as by
-    :meth:`JointProblem.solve <jiio_core.problem.JointProblem.solve>`. Returns the best iterate
-    of each sample. An objective with a non-smooth part (:mod:`jiio_core.prox`) is refused
+    [`JointProblem.solve`][jiio_core.problem.JointProblem.solve]. Returns the best iterate
+    of each sample. An objective with a non-smooth part ([`jiio_core.prox`][jiio_core.prox]) is refused
     (``ValueError``): these methods follow gradients only."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")

@@ -3,25 +3,27 @@
 Some problems need per-batch data that is neither the optimised input ``x`` nor the target
 ``y``: the clean image an adversarial perturbation is added to, the support images of a
 few-shot task, the measurement operator of an inverse problem. Every solve takes it as
-``context=`` (:meth:`~jiio_core.problem.JointProblem.solve`,
-:meth:`~jiio_core.problem.JointProblem.equilibrium`, :meth:`~jiio_core.deq.DEQSolver.solve`,
-:func:`~jiio_core.baselines.optimize_input`, :func:`~jiio_core.regularizer.hutchinson_jacobian_norm`)
+``context=`` ([`JointProblem.solve`][jiio_core.problem.JointProblem.solve],
+[`JointProblem.equilibrium`][jiio_core.problem.JointProblem.equilibrium], [`DEQSolver.solve`][jiio_core.deq.DEQSolver.solve],
+[`optimize_input`][jiio_core.baselines.optimize_input], [`hutchinson_jacobian_norm`][jiio_core.regularizer.hutchinson_jacobian_norm])
 and hands it, unchanged and for that call only, to every evaluation of the layer and of the
 objective, including those that the outer gradients make in the backward pass. Nothing is stored
 on a module between calls, so one model serves any number of batches (and threads) at once.
 
 A piece receives the context when its method declares a parameter named ``context`` (or
-``**kwargs``)::
+``**kwargs``):
 
-    class MyLayer(Layer):
-        def forward(self, z, x, context=None): ...   # receives it
-        def init_state(self, x): ...                 # does not
+```
+class MyLayer(Layer):
+    def forward(self, z, x, context=None): ...   # receives it
+    def init_state(self, x): ...                 # does not
+```
 
 A piece that declares none needs no change and never sees it; one that declares it without a
 default (``forward(self, z, x, context)``) cannot run without one, and a call without a context
-raises a :class:`TypeError` that says so. The core never inspects the context: it may be a
+raises a `TypeError` that says so. The core never inspects the context: it may be a
 tensor, a tuple of tensors or any object; the pieces that read it validate it. A solve given a context that neither its layer nor its objective declares raises
-:class:`TypeError`, since the context would be silently lost.
+`TypeError`, since the context would be silently lost.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def missing_context(owner: str) -> TypeError:
 
 
 def require_taker(context: Any, pieces: dict[str, bool], where: str) -> None:
-    """Raise :class:`TypeError` if ``context`` is given but none of ``pieces`` (name → whether
+    """Raise `TypeError` if ``context`` is given but none of ``pieces`` (name → whether
     it declares a ``context`` parameter) would receive it."""
     if context is None or any(pieces.values()):
         return

@@ -9,15 +9,17 @@ from jiio_core.validators import int_in, number_in, optional
 
 @attrs.frozen
 class Damping:
-    """Damping of the augmented fixed point (eq. 11)::
+    """Damping of the augmented fixed point (eq. 11):
 
-        z⁺ = (1 − α_z) z + α_z f(z, x)
-        μ⁺ = (1 − α_μ) μ + α_μ (J_zᵀ μ + ∇_z ℓ)
-        x⁺ = Π_C(x − α_x (J_xᵀ μ + ∇_x ℓ))
+    ```
+    z⁺ = (1 − α_z) z + α_z f(z, x)
+    μ⁺ = (1 − α_μ) μ + α_μ (J_zᵀ μ + ∇_z ℓ)
+    x⁺ = Π_C(x − α_x (J_xᵀ μ + ∇_x ℓ))
+    ```
 
     ``x_late`` replaces ``x`` from iteration ``switch_at`` on (the paper lowers α_x late in the
     solve for finer solutions; Appendix C.3 says after 65 iterations, the original code switched
-    after ``max(50, 5/8·max_iter)``: see :meth:`paper_code_switch`).
+    after ``max(50, 5/8·max_iter)``: see [`paper_code_switch`][jiio_core.damping.Damping.paper_code_switch]).
     """
 
     z: float = attrs.field(default=0.8, validator=number_in(0.0, 1.0, low_open=True))

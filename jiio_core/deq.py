@@ -1,11 +1,11 @@
 """The plain DEQ solve: ``z*(x) = f(z*(x), x)`` as a differentiable function of ``x`` and ``θ``.
 
-:class:`DEQSolver` runs the forward fixed-point solve (any
-:class:`~jiio_core.accelerators.Accelerator`, through :func:`~jiio_core.solver.fixed_point`) and
-attaches an implicit-function-theorem backward pass (:func:`~jiio_core.outer.implicit_backward`);
-its :class:`DEQSolution` and :class:`DEQBackwardStats` count the evaluations of ``f`` and the
+[`DEQSolver`][jiio_core.deq.DEQSolver] runs the forward fixed-point solve (any
+[`Accelerator`][jiio_core.accelerators.Accelerator], through [`fixed_point`][jiio_core.solver.fixed_point]) and
+attaches an implicit-function-theorem backward pass ([`implicit_backward`][jiio_core.outer.implicit_backward]);
+its [`DEQSolution`][jiio_core.deq.DEQSolution] and [`DEQBackwardStats`][jiio_core.deq.DEQBackwardStats] count the evaluations of ``f`` and the
 vector-Jacobian products both passes made. It is the forward model of the paper's gradient
-baselines (:mod:`jiio_core.baselines`) and of evaluating a trained model at a fixed input.
+baselines ([`jiio_core.baselines`][jiio_core.baselines]) and of evaluating a trained model at a fixed input.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ one that receives a batch's context declares it: ``f(z, x, context=None) -> z``.
 
 @attrs.define
 class DEQBackwardStats(BackwardStats):
-    """:class:`~jiio_core.outer.BackwardStats` that also counts vector-Jacobian products.
+    """[`BackwardStats`][jiio_core.outer.BackwardStats] that also counts vector-Jacobian products.
 
     ``iterations``/``residual``/``status`` describe the last backward solve (one per backward
     pass through the solution); the counts add up over all of them.
@@ -45,7 +45,7 @@ class DEQBackwardStats(BackwardStats):
     """Batch VJP evaluations ``uᵀ ∂f/∂z`` made by the backward fixed-point solves (every sample
     of the batch is multiplied on each, frozen ones included). Each backward pass then makes one
     more VJP through ``f``, carrying the solution ``u`` on to ``θ`` and ``x`` (see
-    :attr:`vjp_evaluations`)."""
+    [`vjp_evaluations`][jiio_core.deq.DEQBackwardStats.vjp_evaluations])."""
     total_iterations: Tensor | None = None
     """``(B,)`` VJP evaluations each sample needed, summed over the backward solves."""
 
@@ -69,7 +69,7 @@ class DEQSolution:
     times (``= min(max_iter, check_every · ⌈max(iterations) / check_every⌉)``: the driver tests
     for stopping every ``check_every`` evaluations and keeps evaluating frozen samples at their
     best iterate until then); ``iterations`` says how many of those each sample needed. With
-    autograd on, :meth:`DEQSolver.solve` evaluates ``f`` once more at ``z*`` to attach the graph
+    autograd on, [`DEQSolver.solve`][jiio_core.deq.DEQSolver.solve] evaluates ``f`` once more at ``z*`` to attach the graph
     (``graph_evaluations``). The backward counts fill in when autograd runs the backward pass.
     """
 
@@ -109,11 +109,11 @@ class DEQSolution:
 class DEQSolver:
     """Forward fixed-point solve of ``z = f(z, x)`` with an implicit (IFT) backward pass.
 
-    ``f`` is a :class:`~jiio_core.layer.Layer` or a plain function ``f(z, x) -> z``. The forward
+    ``f`` is a [`Layer`][jiio_core.layer.Layer] or a plain function ``f(z, x) -> z``. The forward
     solve stops when every sample has converged (``‖f(z) − z‖ ≤ tol · max(1, ‖z‖)``), tested
     every ``check_every`` evaluations (each test is one host sync), or after ``max_iter``.
     A solver is a value: it keeps nothing between solves, and a batch's context
-    (:mod:`jiio_core.context`) is an argument of :meth:`solve`.
+    ([`jiio_core.context`][jiio_core.context]) is an argument of [`solve`][jiio_core.deq.DEQSolver.solve].
     """
 
     accelerator: Accelerator[Any] = attrs.field(
@@ -142,9 +142,9 @@ class DEQSolver:
         """Equilibrium of ``f`` at input ``x``; gradients reach ``x`` and ``f``'s parameters.
 
         The initial state is ``z0`` if given, else ``f.init_state(x)`` for a
-        :class:`~jiio_core.layer.Layer`, else zeros of shape ``(B, *z_shape)`` with ``x``'s
+        [`Layer`][jiio_core.layer.Layer], else zeros of shape ``(B, *z_shape)`` with ``x``'s
         dtype and device (a plain function has no ``init_state``, so it needs ``z0`` or
-        ``z_shape``). ``context`` (:mod:`jiio_core.context`) is passed to every evaluation of
+        ``z_shape``). ``context`` ([`jiio_core.context`][jiio_core.context]) is passed to every evaluation of
         ``f`` in the forward solve and the backward pass, as ``f(z, x, context=context)``;
         ``f`` must then declare a ``context`` parameter.
         """
@@ -196,7 +196,7 @@ class DEQSolver:
 
 
 def cell_takes_context(f: Layer | CellFn) -> bool:
-    """Whether ``f`` (a :class:`~jiio_core.layer.Layer` or a plain function) declares a
+    """Whether ``f`` (a [`Layer`][jiio_core.layer.Layer] or a plain function) declares a
     ``context`` parameter."""
     return f.takes_context if isinstance(f, Layer) else accepts_context(f)
 

@@ -14,12 +14,12 @@ from jiio_core.state import State
 class Layer(nn.Module, ABC):
     """An input-injected equilibrium layer ``z ↦ f_θ(z, x)``.
 
-    Subclasses implement :meth:`forward` and :meth:`init_state`. The state may be a single
+    Subclasses implement [`forward`][jiio_core.layer.Layer.forward] and [`init_state`][jiio_core.layer.Layer.init_state]. The state may be a single
     batch-first tensor or a tuple of them (multiscale); it must keep its shapes under
     ``forward``. Each sample must be processed independently of the others in the batch
     (no batch norm), since the inner problems are solved per sample.
 
-    Per-batch context (:mod:`jiio_core.context`): a layer conditioned on fixed per-batch data
+    Per-batch context ([`jiio_core.context`][jiio_core.context]): a layer conditioned on fixed per-batch data
     (a clean image, a task's images) declares a ``context`` parameter, e.g.
     ``forward(self, z, x, context=None)`` (and ``init_state(self, x, context=None)`` if the
     initial state depends on it); the solves then pass the ``context=`` they were given on
@@ -36,7 +36,7 @@ class Layer(nn.Module, ABC):
 
     @property
     def takes_context(self) -> bool:
-        """Whether :meth:`forward` declares a ``context`` parameter."""
+        """Whether [`forward`][jiio_core.layer.Layer.forward] declares a ``context`` parameter."""
         return accepts_context(self.forward)
 
     def __call__(self, z: State, x: Tensor, context: Any = None) -> State:

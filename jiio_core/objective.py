@@ -38,19 +38,19 @@ class Relation(enum.Enum):
 class InnerObjective(nn.Module, ABC):
     """Per-sample inner loss, to be minimised over the input ``x``.
 
-    Subclass and implement :meth:`forward` returning a ``(B,)`` tensor: the loss of each
+    Subclass and implement [`forward`][jiio_core.objective.InnerObjective.forward] returning a ``(B,)`` tensor: the loss of each
     sample, which must depend only on that sample's ``z``, ``x`` and ``y``. The objective is an
     ``nn.Module`` so that it can own trainable parts (an output head ``h_θ``). Set the class
     attribute ``relation`` to say how the training loss relates to it.
 
-    Per-batch context (:mod:`jiio_core.context`): an objective that reads fixed per-batch data
+    Per-batch context ([`jiio_core.context`][jiio_core.context]): an objective that reads fixed per-batch data
     (a measurement operator) declares a ``context`` parameter, ``forward(self, z, x, y,
     context=None)``, and receives the solve's ``context=``; one that declares none is called as
     ``forward(z, x, y)``, unchanged.
 
-    Non-smooth part (:mod:`jiio_core.prox`): an objective whose input term is non-smooth (an
-    L1 penalty, a total-variation prior, a sign constraint) returns it from :meth:`nonsmooth`
-    instead of writing it into :meth:`forward`; the solver then takes proximal-gradient x-steps
+    Non-smooth part ([`jiio_core.prox`][jiio_core.prox]): an objective whose input term is non-smooth (an
+    L1 penalty, a total-variation prior, a sign constraint) returns it from [`nonsmooth`][jiio_core.objective.InnerObjective.nonsmooth]
+    instead of writing it into [`forward`][jiio_core.objective.InnerObjective.forward]; the solver then takes proximal-gradient x-steps
     on ``s·ℓ + g``.
     """
 
@@ -61,7 +61,7 @@ class InnerObjective(nn.Module, ABC):
         """Per-sample loss, shape ``(B,)``."""
 
     def loss_scale(self, y: Any) -> float | Tensor:
-        """How many terms :meth:`forward` averages over per sample (a float, or a ``(B,)``
+        """How many terms [`forward`][jiio_core.objective.InnerObjective.forward] averages over per sample (a float, or a ``(B,)``
         tensor): ``ℓ · loss_scale(y)`` is the loss written as a *sum* over its terms.
 
         The joint solver measures the x-step and the μ- and x-blocks of the KKT residual on
@@ -74,7 +74,7 @@ class InnerObjective(nn.Module, ABC):
 
     def nonsmooth(self) -> NonSmooth | None:
         """The non-smooth part ``g(x)`` of the objective, with its proximal operator, or
-        ``None`` (the default: the objective is :meth:`forward` alone).
+        ``None`` (the default: the objective is [`forward`][jiio_core.objective.InnerObjective.forward] alone).
 
         ``g`` is in the units of the *summed* loss ``loss_scale(y)·ℓ`` (for a loss that is a sum,
         ``L1(0.1)`` adds ``0.1·‖x‖₁`` to it); the solve minimises ``s·ℓ + g`` over the
@@ -85,7 +85,7 @@ class InnerObjective(nn.Module, ABC):
 
     @property
     def takes_context(self) -> bool:
-        """Whether :meth:`forward` declares a ``context`` parameter."""
+        """Whether [`forward`][jiio_core.objective.InnerObjective.forward] declares a ``context`` parameter."""
         return accepts_context(self.forward)
 
     def __call__(self, z: State, x: Tensor, y: Any, context: Any = None) -> Tensor:

@@ -3,27 +3,27 @@
 Each strategy turns the converged ``v* = (z*, μ*, x*)`` into outputs that autograd can
 differentiate with respect to ``θ`` (the parameters of the layer and of the objective):
 
-* :class:`AdjointShortcut` — eq. 19: for an outer loss equal to ``±ℓ``, ``dℓ*/dθ = ∂ℓ/∂θ +
+* [`AdjointShortcut`][jiio_core.outer.AdjointShortcut] — eq. 19: for an outer loss equal to ``±ℓ``, ``dℓ*/dθ = ∂ℓ/∂θ +
   μ*ᵀ ∂f/∂θ``. Only ``loss`` is differentiable; no extra solve.
-* :class:`ImplicitKKT` — eq. 16–17: implicit differentiation of the whole augmented fixed point,
+* [`ImplicitKKT`][jiio_core.outer.ImplicitKKT] — eq. 16–17: implicit differentiation of the whole augmented fixed point,
   so ``z``, ``μ``, ``x`` and ``loss`` are all differentiable and any outer loss works (double
   backward through the layer).
-* :class:`FixedInput` — the implicit function theorem through the DEQ at the fixed ``x*``
+* [`FixedInput`][jiio_core.outer.FixedInput] — the implicit function theorem through the DEQ at the fixed ``x*``
   (``dx*/dθ`` ignored, as the paper did for meta-learning); ``z`` and ``loss`` differentiable.
-* :class:`Unrolled` — plain autograd through every iteration (memory grows with the iteration
+* [`Unrolled`][jiio_core.outer.Unrolled] — plain autograd through every iteration (memory grows with the iteration
   count; for checking the others).
 
 Every strategy evaluates the layer and the objective through the solve's
-:class:`~jiio_core.augmented.AugmentedMap` (``amap.f``, ``amap.loss``), so the per-batch context
-of the solve (:mod:`jiio_core.context`) is the one its backward pass differentiates through.
+[`AugmentedMap`][jiio_core.augmented.AugmentedMap] (``amap.f``, ``amap.loss``), so the per-batch context
+of the solve ([`jiio_core.context`][jiio_core.context]) is the one its backward pass differentiates through.
 
-With a non-smooth part ``g`` of the objective (:mod:`jiio_core.prox`; ``g`` never depends on
-``θ``): :class:`Unrolled` differentiates through every prox; :class:`ImplicitKKT` through the
+With a non-smooth part ``g`` of the objective ([`jiio_core.prox`][jiio_core.prox]; ``g`` never depends on
+``θ``): [`Unrolled`][jiio_core.outer.Unrolled] differentiates through every prox; [`ImplicitKKT`][jiio_core.outer.ImplicitKKT] through the
 prox at the solution, with its (generalised) Jacobian, and refuses a prox that declares none
-(``implicit_jacobian`` false); :class:`AdjointShortcut` is exact for the
-optimal value ``ℓ + g(x*)/s`` (``JointSolution.total_loss``); :class:`FixedInput` is unchanged.
+(``implicit_jacobian`` false); [`AdjointShortcut`][jiio_core.outer.AdjointShortcut] is exact for the
+optimal value ``ℓ + g(x*)/s`` (``JointSolution.total_loss``); [`FixedInput`][jiio_core.outer.FixedInput] is unchanged.
 
-Backward linear solves record their per-sample convergence in :class:`BackwardStats`; a
+Backward linear solves record their per-sample convergence in [`BackwardStats`][jiio_core.outer.BackwardStats]; a
 backward solve that fails is reported there (and raised with ``throw=True``), never returned
 as a silent zero.
 """
@@ -156,7 +156,7 @@ class OuterGradient(ABC):
 
     def check_objective(self, objective: InnerObjective) -> None:
         """Raise ``ValueError`` if this strategy cannot differentiate a problem with this
-        objective (called when a :class:`~jiio_core.problem.JointProblem` is built)."""
+        objective (called when a [`JointProblem`][jiio_core.problem.JointProblem] is built)."""
         del objective
 
 
@@ -168,7 +168,7 @@ class AdjointShortcut(OuterGradient):
     detached: its value is ``ℓ`` (up to the residual) and its θ-gradient is
     ``∂ℓ/∂θ + μ*ᵀ ∂f/∂θ``. The envelope theorem makes the ``x*`` dependence vanish, also on the
     boundary of a constraint. Use ``solution.outer_loss`` for the negated case. With a
-    non-smooth part ``g`` (:mod:`jiio_core.prox`) the same gradient is that of the optimal value
+    non-smooth part ``g`` ([`jiio_core.prox`][jiio_core.prox]) the same gradient is that of the optimal value
     ``ℓ + g(x*)/s`` (``solution.total_loss``), not of ``ℓ`` alone: ``∇_xℓ`` does not vanish at
     a non-smooth optimum. ``refine_steps`` polishes ``μ*`` by that many adjoint iterations at
     the solution (the original code's "μ* as warm start" variant).

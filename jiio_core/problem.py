@@ -30,7 +30,7 @@ class SolveError(RuntimeError):
 
 @attrs.frozen(eq=False)
 class Equilibrium:
-    """The DEQ re-solved at a fixed input: :meth:`JointProblem.equilibrium`'s result."""
+    """The DEQ re-solved at a fixed input: [`JointProblem.equilibrium`][jiio_core.problem.JointProblem.equilibrium]'s result."""
 
     z: State
     """``z*(x)``, solved to the requested tolerance."""
@@ -40,15 +40,15 @@ class Equilibrium:
     """``(B,)`` relative residual ``‖f(z, x) − z‖ / max(1, ‖z‖)`` at ``z``."""
     iterations: Tensor
     status: Tensor
-    """``int8`` :class:`~jiio_core.solver.Status` codes of the forward solve."""
+    """``int8`` [`Status`][jiio_core.solver.Status] codes of the forward solve."""
 
 
 @attrs.frozen(eq=False)
 class JointSolution:
-    """Result of :meth:`JointProblem.solve`; every per-sample quantity has shape ``(B,)``.
+    """Result of [`JointProblem.solve`][jiio_core.problem.JointProblem.solve]; every per-sample quantity has shape ``(B,)``.
 
     Which of ``x``, ``z``, ``mu``, ``loss`` carry gradients to ``θ`` depends on the
-    problem's :class:`~jiio_core.outer.OuterGradient` (see its docs); the others are detached.
+    problem's [`OuterGradient`][jiio_core.outer.OuterGradient] (see its docs); the others are detached.
     """
 
     x: Tensor
@@ -59,16 +59,16 @@ class JointSolution:
     """Adjoint ``μ*`` of each sample's own loss, packed ``(B, N_z)``."""
     loss: Tensor
     """Inner loss ``ℓ(z*, x*, y)`` per sample, at the returned iterate ``(z*, x*)``. It is the
-    loss of the input ``x*`` only where :attr:`at_equilibrium` holds; elsewhere ``z*`` is not
-    yet ``x*``'s equilibrium: use :meth:`JointProblem.equilibrium` for the loss of ``x*``."""
+    loss of the input ``x*`` only where [`at_equilibrium`][jiio_core.problem.JointSolution.at_equilibrium] holds; elsewhere ``z*`` is not
+    yet ``x*``'s equilibrium: use [`JointProblem.equilibrium`][jiio_core.problem.JointProblem.equilibrium] for the loss of ``x*``."""
     kkt_residual: Tensor
     """KKT residual (eq. 14) at the returned iterate: the largest of the relative block
-    residuals ``r_z, r_μ, r_x`` (see :attr:`kkt_blocks`); a sample converged when it is
+    residuals ``r_z, r_μ, r_x`` (see [`kkt_blocks`][jiio_core.problem.JointSolution.kkt_blocks]); a sample converged when it is
     ``≤ tol``."""
     iterations: Tensor
     """Augmented-map evaluations spent on each sample."""
     status: Tensor
-    """``int8`` :class:`~jiio_core.solver.Status` codes."""
+    """``int8`` [`Status`][jiio_core.solver.Status] codes."""
     trace: Trace
     """Per-iteration KKT residual and cost, ``(iterations_run, B)``, for plots."""
     relation: Relation
@@ -78,11 +78,11 @@ class JointSolution:
     """Convergence of the backward solve, filled when autograd runs it."""
     kkt_blocks: Tensor | None = None
     """``(B, 3)``: the relative residuals ``(r_z, r_μ, r_x)`` of the DEQ, adjoint and
-    x-stationarity blocks at the returned iterate (:mod:`jiio_core.augmented` defines them)."""
+    x-stationarity blocks at the returned iterate ([`jiio_core.augmented`][jiio_core.augmented] defines them)."""
     equilibrium_tol: float = math.inf
     """The bound on ``r_z`` under which the returned iterate counts as at equilibrium."""
     nonsmooth: Tensor | None = None
-    """``g(x*)`` per sample, the objective's non-smooth part (:mod:`jiio_core.prox`) in the
+    """``g(x*)`` per sample, the objective's non-smooth part ([`jiio_core.prox`][jiio_core.prox]) in the
     units of the summed loss ``s·ℓ``; ``None`` without one. Differentiable where ``x`` is."""
     loss_scale: Tensor | float = 1.0
     """``s``, the objective's ``loss_scale(y)`` for this batch."""
@@ -90,7 +90,7 @@ class JointSolution:
     @property
     def total_loss(self) -> Tensor:
         """``ℓ + g(x*)/s`` per sample, the objective the solve minimised, in ``ℓ``'s units
-        (:attr:`loss` itself without a non-smooth part)."""
+        ([`loss`][jiio_core.problem.JointSolution.loss] itself without a non-smooth part)."""
         if self.nonsmooth is None:
             return self.loss
         s = self.loss_scale
@@ -99,7 +99,7 @@ class JointSolution:
     @property
     def at_equilibrium(self) -> Tensor:
         """``(B,)`` bool: is ``z*`` the equilibrium of ``x*`` to within ``equilibrium_tol``
-        (so that :attr:`loss` is the loss of the returned input)?"""
+        (so that [`loss`][jiio_core.problem.JointSolution.loss] is the loss of the returned input)?"""
         if self.kkt_blocks is None:
             return torch.ones_like(self.status, dtype=torch.bool)
         return self.kkt_blocks[:, 0] <= self.equilibrium_tol
@@ -161,20 +161,20 @@ class JointProblem(nn.Module):
     iterating the augmented map on ``v = (z, μ, x)`` with ``accelerator``, and makes the
     result differentiable in ``θ`` as ``outer`` says. It is an ``nn.Module`` holding the layer
     and the objective, so ``problem.parameters()`` are all of ``θ``. Per-batch conditioning is
-    an argument of each call (``solve(y, context=c)``, :mod:`jiio_core.context`): the problem,
+    an argument of each call (``solve(y, context=c)``, [`jiio_core.context`][jiio_core.context]): the problem,
     its layer and its objective keep no state between solves.
 
     Args:
         layer: the DEQ cell ``f_θ``.
         objective: the per-sample inner loss ``ℓ`` (its ``relation`` says how the outer loss
             relates to it).
-        constraint: feasible set of ``x`` (may be overridden per call in :meth:`solve`).
+        constraint: feasible set of ``x`` (may be overridden per call in [`solve`][jiio_core.problem.JointProblem.solve]).
         accelerator: fixed-point accelerator for the augmented iteration.
         damping: ``(α_z, α_μ, α_x)`` and its schedule.
         outer: how ``θ`` gets its gradient.
         max_iter: augmented-map evaluations at most.
         tol: a sample converges when its KKT residual (the largest relative block residual,
-            see :mod:`jiio_core.augmented`) is ``≤ tol``.
+            see [`jiio_core.augmented`][jiio_core.augmented]) is ``≤ tol``.
         x_shape: shape of one sample's input, used when ``solve`` gets no ``x0`` (zeros).
         selection: rule picking each sample's returned iterate (default: the paper's
             cost/residual trade-off).
@@ -186,16 +186,16 @@ class JointProblem(nn.Module):
             first residual (or turns NaN/Inf).
         equilibrium_tol: an iterate is *at equilibrium* when its DEQ block's relative residual
             ``r_z ≤ equilibrium_tol``; selection returns such an iterate whenever the solve
-            produced one, and :attr:`JointSolution.at_equilibrium` says per sample whether it did.
+            produced one, and [`JointSolution.at_equilibrium`][jiio_core.problem.JointSolution.at_equilibrium] says per sample whether it did.
         balance_blocks: start the accelerator with the block layout ``(z, μ, x)`` of the
-            augmented state (:meth:`~jiio_core.accelerators.Accelerator.init_blocks`): Anderson
+            augmented state ([`Accelerator.init_blocks`][jiio_core.accelerators.Accelerator.init_blocks]): Anderson
             then weighs the three blocks' residuals alike in its mixing coefficients, whatever
             their units (``μ`` is the adjoint of a loss whose scale is arbitrary, ``x`` has far
             fewer entries than ``z``). ``False`` (default): the plain Euclidean metric on ``v``.
             It pays early (fewer iterations to a loose optimum on the zoo's Anderson-I
             problems) and can cost late (more iterations, or none converging, on small problems
-            solved to 1e-13; see :attr:`jiio_core.recipe.SolveSettings.balance_blocks`).
-        throw: raise :class:`SolveError` if any sample diverges (and make backward solves raise
+            solved to 1e-13; see [`jiio_core.recipe.SolveSettings.balance_blocks`][jiio_core.recipe.SolveSettings.balance_blocks]).
+        throw: raise [`SolveError`][jiio_core.problem.SolveError] if any sample diverges (and make backward solves raise
             on failure); otherwise the status reports it.
     """
 
@@ -338,7 +338,7 @@ class JointProblem(nn.Module):
         first), starting from ``x0`` (zeros of ``x_shape`` if ``None``) and ``z0``
         (``layer.init_state(x0)`` if ``None``); ``μ`` starts at zero.
 
-        ``context`` is this batch's fixed conditioning (:mod:`jiio_core.context`: a clean
+        ``context`` is this batch's fixed conditioning ([`jiio_core.context`][jiio_core.context]: a clean
         image, a task's images, a measurement operator), handed to the layer and the objective
         wherever they declare a ``context`` parameter, on every evaluation of this solve and of
         its backward pass, and kept nowhere after it. ``constraint`` overrides the problem's
@@ -464,7 +464,7 @@ class JointProblem(nn.Module):
         """Re-solve the DEQ at the fixed input ``x`` (e.g. a solution's ``x``) to the relative
         residual ``tol`` and return the loss there: the honest score of an input, whatever
         iterate the joint solve returned. Uses the problem's accelerator; no gradients.
-        ``context``: the batch's context, as in :meth:`solve` (pass the same one)."""
+        ``context``: the batch's context, as in [`solve`][jiio_core.problem.JointProblem.solve] (pass the same one)."""
         self._check_context(context)
         check_tensor("x", x, ndim_min=1)
         self._check_y(y, x)
@@ -485,5 +485,5 @@ class JointProblem(nn.Module):
                            iterations=res.iterations, status=res.status)
 
     def forward(self, y: Any, x0: Tensor | None = None, *, context: Any = None) -> JointSolution:
-        """Same as :meth:`solve`."""
+        """Same as [`solve`][jiio_core.problem.JointProblem.solve]."""
         return self.solve(y, x0, context=context)

@@ -1,7 +1,7 @@
 """Non-smooth parts ``g(x)`` of an inner objective, each with its proximal operator.
 
-An :class:`~jiio_core.objective.InnerObjective` may declare a convex, non-smooth term ``g`` of
-its input (:meth:`~jiio_core.objective.InnerObjective.nonsmooth`): a sparsity penalty, a
+An [`InnerObjective`][jiio_core.objective.InnerObjective] may declare a convex, non-smooth term ``g`` of
+its input ([`InnerObjective.nonsmooth`][jiio_core.objective.InnerObjective.nonsmooth]): a sparsity penalty, a
 total-variation prior, a sign constraint. The joint solve then minimises, per sample,
 
     F(x) = s·ℓ(z*(x), x, y) + g(x)      over x ∈ C
@@ -11,48 +11,50 @@ total-variation prior, a sign constraint. The joint solve then minimises, per sa
 ``L1(0.1)`` adds ``0.1·‖x‖₁`` to it; for a per-pixel mean over ``D`` terms (``s = D``) it adds
 ``0.1·‖x‖₁ / D`` in the mean's units. The x-step of eq. 11 becomes a proximal-gradient step of
 length ``α_x`` on ``F``, and the x-block of the KKT residual the proximal-gradient mapping with
-unit step (:mod:`jiio_core.augmented`)::
+unit step ([`jiio_core.augmented`][jiio_core.augmented]):
 
-    x⁺  = prox_{α_x g + ι_C}(x − α_x·s(J_xᵀμ + ∇_xℓ))
-    r_x = ‖x − prox_{g + ι_C}(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+```
+x⁺  = prox_{α_x g + ι_C}(x − α_x·s(J_xᵀμ + ∇_xℓ))
+r_x = ‖x − prox_{g + ι_C}(x − s(J_xᵀμ + ∇_xℓ))‖ / max(1, ‖x‖)
+```
 
 ``r_x = 0`` exactly at the stationary points of ``F`` on ``C``; without ``g`` both are the
 projected-gradient step and residual. The reported objective is ``ℓ + g(x)/s`` (ℓ's units):
-the solve's ``cost`` (selection, trace) and :attr:`~jiio_core.problem.JointSolution.total_loss`.
+the solve's ``cost`` (selection, trace) and [`JointSolution.total_loss`][jiio_core.problem.JointSolution.total_loss].
 
-**Composition with the constraint** (:meth:`NonSmooth.prox_onto`). ``prox_{t g + ι_C}`` is
+**Composition with the constraint** ([`NonSmooth.prox_onto`][jiio_core.prox.NonSmooth.prox_onto]). ``prox_{t g + ι_C}`` is
 computed as ``Π_C(prox_{t g}(v))``, which is exact when
 
-* ``C`` is :class:`~jiio_core.constraint.Unconstrained`;
-* ``g`` is separable (:class:`L1`, :class:`NonNegative`, an :class:`Indicator` of a ``Box``) and
-  ``C`` is a :class:`~jiio_core.constraint.Box`: per coordinate, the minimiser of a convex
+* ``C`` is [`Unconstrained`][jiio_core.constraint.Unconstrained];
+* ``g`` is separable ([`L1`][jiio_core.prox.L1], [`NonNegative`][jiio_core.prox.NonNegative], an [`Indicator`][jiio_core.prox.Indicator] of a ``Box``) and
+  ``C`` is a [`Box`][jiio_core.constraint.Box]: per coordinate, the minimiser of a convex
   function over an interval is the clamp of its unconstrained minimiser;
-* ``g`` is positively homogeneous (``g(cx) = c·g(x)`` for ``c > 0``: :class:`L1`,
-  :class:`GroupL1`; :class:`NonNegative`, the indicator of a cone) and ``C`` is an
-  :class:`~jiio_core.constraint.L2Ball` centred at the origin: with ``u = prox_{tg}(v)`` and
+* ``g`` is positively homogeneous (``g(cx) = c·g(x)`` for ``c > 0``: [`L1`][jiio_core.prox.L1],
+  [`GroupL1`][jiio_core.prox.GroupL1]; [`NonNegative`][jiio_core.prox.NonNegative], the indicator of a cone) and ``C`` is an
+  [`L2Ball`][jiio_core.constraint.L2Ball] centred at the origin: with ``u = prox_{tg}(v)`` and
   ``p = Π_C(u) = c·u``, ``∂g(p) = ∂g(u) ∋ (v − u)/t`` and ``u − p ∈ N_C(p)``;
-* ``g`` both separable and positively homogeneous (:class:`L1`, :class:`NonNegative`) and ``C``
+* ``g`` both separable and positively homogeneous ([`L1`][jiio_core.prox.L1], [`NonNegative`][jiio_core.prox.NonNegative]) and ``C``
   the intersection of an origin-centred ``L2Ball`` with a ``Box`` that contains the origin (the
   adversarial perturbation set): its exact projection is ``clamp(c·u, lo, hi)``, which keeps the
   sign pattern of ``u``, and the two arguments above combine coordinate by coordinate.
 
-:class:`TotalVariation2D` is exact for every ``C``: its dual solver recovers the primal point
+[`TotalVariation2D`][jiio_core.prox.TotalVariation2D] is exact for every ``C``: its dual solver recovers the primal point
 through ``Π_C`` at each iteration. Any other pair raises ``ValueError`` when the solve is set up
-(:meth:`NonSmooth.composes_with` says which pairs a class accepts).
+([`NonSmooth.composes_with`][jiio_core.prox.NonSmooth.composes_with] says which pairs a class accepts).
 
 **Outer gradients.** ``g`` does not depend on ``θ``.
-:class:`~jiio_core.outer.ImplicitKKT` differentiates the augmented map at the solution, prox
+[`ImplicitKKT`][jiio_core.outer.ImplicitKKT] differentiates the augmented map at the solution, prox
 included, which needs the prox's (generalised) Jacobian from autograd: a prox declares it with
-:attr:`NonSmooth.implicit_jacobian` (false by default; ImplicitKKT refuses such a prox with a
+[`NonSmooth.implicit_jacobian`][jiio_core.prox.NonSmooth.implicit_jacobian] (false by default; ImplicitKKT refuses such a prox with a
 ``ValueError`` naming it). Every built-in declares it: the closed forms are torch expressions
 (soft-thresholding's Jacobian is ``diag(|v| > t)``, a generalised one at the kink), and
-:class:`TotalVariation2D` is differentiated through its inner sweeps, the Jacobian of the
-truncated solve, as accurate as its value. :class:`~jiio_core.outer.Unrolled` differentiates
+[`TotalVariation2D`][jiio_core.prox.TotalVariation2D] is differentiated through its inner sweeps, the Jacobian of the
+truncated solve, as accurate as its value. [`Unrolled`][jiio_core.outer.Unrolled] differentiates
 the iterations actually run, prox included; on a non-smooth map an accelerated solve's unrolled
 derivative need not converge to the solution's (Anderson's can blow up), so train with
-ImplicitKKT. :class:`~jiio_core.outer.AdjointShortcut` stays exact for the *optimal value*: the
+ImplicitKKT. [`AdjointShortcut`][jiio_core.outer.AdjointShortcut] stays exact for the *optimal value*: the
 θ-gradient of its ``loss`` is that of ``ℓ + g(x*)/s`` (``total_loss``), not of ``ℓ`` alone,
-because ``∇_xℓ ≠ 0`` at a non-smooth optimum. :class:`~jiio_core.outer.FixedInput` ignores
+because ``∇_xℓ ≠ 0`` at a non-smooth optimum. [`FixedInput`][jiio_core.outer.FixedInput] ignores
 ``dx*/dθ`` and is unchanged.
 """
 
@@ -113,17 +115,17 @@ def _name(obj: object) -> str:
 class NonSmooth(ABC):
     """A convex, lower semicontinuous ``g(x)`` (per sample) with its proximal operator.
 
-    Subclasses implement :meth:`prox` and :meth:`value`; one whose prox autograd can
-    differentiate exactly (torch operations, no ``no_grad``) sets :attr:`implicit_jacobian` to
+    Subclasses implement [`prox`][jiio_core.prox.NonSmooth.prox] and [`value`][jiio_core.prox.NonSmooth.value]; one whose prox autograd can
+    differentiate exactly (torch operations, no ``no_grad``) sets [`implicit_jacobian`][jiio_core.prox.NonSmooth.implicit_jacobian] to
     ``True``, and one that composes exactly with more constraints than the unconstrained set
-    overrides :meth:`composes_with` (and :meth:`prox_onto` if the composition is not
+    overrides [`composes_with`][jiio_core.prox.NonSmooth.composes_with] (and [`prox_onto`][jiio_core.prox.NonSmooth.prox_onto] if the composition is not
     ``Π_C ∘ prox``). Values are in the units of the summed loss ``s·ℓ`` (see the module docs).
     Every class is immutable and keeps no state between calls.
     """
 
     implicit_jacobian: ClassVar[bool] = False
-    """Whether autograd through :meth:`prox` (and :meth:`prox_onto`) gives its exact, possibly
-    generalised, Jacobian, so that :class:`~jiio_core.outer.ImplicitKKT` may differentiate
+    """Whether autograd through [`prox`][jiio_core.prox.NonSmooth.prox] (and [`prox_onto`][jiio_core.prox.NonSmooth.prox_onto]) gives its exact, possibly
+    generalised, Jacobian, so that [`ImplicitKKT`][jiio_core.outer.ImplicitKKT] may differentiate
     through it. ``False`` (the default for a subclass) makes ImplicitKKT refuse the problem."""
 
     @abstractmethod
@@ -139,14 +141,14 @@ class NonSmooth(ABC):
         """``g(x)`` per sample, shape ``(B,)``."""
 
     def composes_with(self, constraint: Constraint) -> bool:
-        """Whether :meth:`prox_onto` is exact with ``constraint`` (the default: only
-        :class:`~jiio_core.constraint.Unconstrained`)."""
+        """Whether [`prox_onto`][jiio_core.prox.NonSmooth.prox_onto] is exact with ``constraint`` (the default: only
+        [`Unconstrained`][jiio_core.constraint.Unconstrained])."""
         return constraint.is_unconstrained
 
     def prox_onto(self, v: Tensor, step: Tensor | float, constraint: Constraint) -> Tensor:
         """``prox_{step·g + ι_C}(v)``: by default ``Π_C(prox(v, step))``, exact for the pairs
-        :meth:`composes_with` accepts. Not checked here (it runs every iteration): the joint
-        solve checks :meth:`composes_with` once, when it is set up."""
+        [`composes_with`][jiio_core.prox.NonSmooth.composes_with] accepts. Not checked here (it runs every iteration): the joint
+        solve checks [`composes_with`][jiio_core.prox.NonSmooth.composes_with] once, when it is set up."""
         return constraint.project(self.prox(v, step))
 
 
@@ -171,7 +173,7 @@ def _origin_ball(constraint: Constraint) -> bool:
 
 
 def _origin_ball_and_box(constraint: Constraint) -> bool:
-    """An :class:`~jiio_core.constraint.Intersection` of an origin-centred ball and a box that
+    """An [`Intersection`][jiio_core.constraint.Intersection] of an origin-centred ball and a box that
     contains the origin (projected exactly, as ``clamp(c·x, lo, hi)``)."""
     if not isinstance(constraint, Intersection) or len(constraint.parts) != 2:
         return False
@@ -232,7 +234,7 @@ class NonNegative(NonSmooth):
 
 @attrs.frozen(eq=False)
 class Indicator(NonSmooth):
-    """``g = ι_D``, the indicator of ``region``, a :class:`~jiio_core.constraint.Constraint`
+    """``g = ι_D``, the indicator of ``region``, a [`Constraint`][jiio_core.constraint.Constraint]
     ``D`` (a ``Box``, an ``L2Ball``, ...): prox = ``D.project`` whatever the step; ``value`` is
     0. The same as passing ``D`` as the constraint, for an objective that carries its own set.
     Exact with no constraint, and for a ``Box`` region with a ``Box`` constraint."""
@@ -314,8 +316,8 @@ def _grad(x: Tensor) -> Tensor:
 
 
 def _grad_adjoint(p: Tensor) -> Tensor:
-    """The adjoint of :func:`_grad` (minus the discrete divergence) on its range: ``p``'s first
-    component must be 0 on the last row and its second on the last column, as :func:`_grad`'s
+    """The adjoint of `_grad` (minus the discrete divergence) on its range: ``p``'s first
+    component must be 0 on the last row and its second on the last column, as `_grad`'s
     output and the dual iterates (built from it, projected and mixed) are; that zero row and
     column then stand in for the boundary's zero padding."""
     ph, pw = p[:, 0], p[:, 1]
@@ -329,7 +331,7 @@ class TotalVariation2D(NonSmooth):
     Neumann boundary. ``isotropic=True`` (default): ``TV = Σ_ij √((Δ_h x)² + (Δ_w x)²)``;
     ``isotropic=False``: the anisotropic ``Σ_ij |Δ_h x| + |Δ_w x|``.
 
-    The prox (with the constraint: :meth:`prox_onto`) is Beck and Teboulle's fast gradient
+    The prox (with the constraint: `prox_onto`) is Beck and Teboulle's fast gradient
     projection (FGP) on the dual, batched: ``x(p) = Π_C(v − τ Dᵀp)`` with ``τ = step·weight``,
     ``p ← Π_{‖p‖ ≤ 1}(q + D x(q) / (8τ))`` with FISTA momentum and O'Donoghue and Candès'
     adaptive restart per sample (linear convergence in practice), from ``p = 0`` (no warm start:
@@ -337,8 +339,8 @@ class TotalVariation2D(NonSmooth):
     sample's ``x`` changed by at most ``tol·(‖x‖ + 1)`` in a sweep (tested every 10 sweeps, one
     host sync each). Exact with any constraint, up to that tolerance.
 
-    Differentiated by autograd through its sweeps (for :class:`~jiio_core.outer.ImplicitKKT`
-    and :class:`~jiio_core.outer.Unrolled`; the restart decisions are constants): the Jacobian
+    Differentiated by autograd through its sweeps (for [`ImplicitKKT`][jiio_core.outer.ImplicitKKT]
+    and [`Unrolled`][jiio_core.outer.Unrolled]; the restart decisions are constants): the Jacobian
     of the truncated solve, as accurate as its value. Measured on 3×3 images (float64): within
     3e-10 of central differences of a 5000-sweep prox from 50 sweeps on; an ImplicitKKT
     θ-gradient within 2e-8 of central differences of the solve. For accurate θ-gradients keep

@@ -1,10 +1,10 @@
 """The solve recipe: one value that turns solver settings into the objects of a solve.
 
-:class:`SolveSettings` holds every knob of a JIIO solve and of the plain DEQ solves around it
+[`SolveSettings`][jiio_core.recipe.SolveSettings] holds every knob of a JIIO solve and of the plain DEQ solves around it
 (accelerator kind and memory, damping and its schedule, thresholds, selection, the backward
 solves of the implicit outer gradients, the Jacobian penalty's probes). Its ``make_*`` methods
-build the strategy objects and :meth:`SolveSettings.problem` composes a
-:class:`~jiio_core.problem.JointProblem`. Everything that solves (trainers, evaluators,
+build the strategy objects and [`SolveSettings.problem`][jiio_core.recipe.SolveSettings.problem] composes a
+[`JointProblem`][jiio_core.problem.JointProblem]. Everything that solves (trainers, evaluators,
 benchmarks, the CLI) builds its solvers through one of these, so a setting means one thing
 everywhere. ``jiio_zoo.recipe`` maps a zoo config onto it.
 """
@@ -53,7 +53,7 @@ def _to_tuple(value: Any) -> Any:
 class SolveSettings:
     """Every setting of a JIIO solve and of the DEQ solves around it.
 
-    Units are those of :mod:`jiio_core.augmented`: ``α_x`` multiplies the gradient of the
+    Units are those of [`jiio_core.augmented`][jiio_core.augmented]: ``α_x`` multiplies the gradient of the
     *summed* loss (the objective's ``loss_scale``) for ``x_step="gradient"``, or is the length
     of the step along the normalised gradient for ``x_step="normalized"``; ``tol`` bounds the
     largest relative block residual. ``switch_at`` is the (0-based) iteration from which
@@ -76,14 +76,14 @@ class SolveSettings:
     selection: SelectionKind = attrs.field(default="tradeoff", validator=one_of("tradeoff", "residual", "cost"))
     balance_blocks: bool = attrs.field(default=False, validator=instance_of(bool))
     """Anderson weighs the ``z``, ``μ`` and ``x`` blocks of the joint residual alike
-    (:meth:`~jiio_core.accelerators.Accelerator.init_blocks`); ``False`` (default): the
+    ([`Accelerator.init_blocks`][jiio_core.accelerators.Accelerator.init_blocks]); ``False`` (default): the
     Euclidean metric. Measured on training data: fewer iterations to a loose optimum
     (``faces_gen_small``: 20 → 16 to Adam-40's loss; ``digits_adv_small``: 35 → 30 to PGD-20's
     success), but less robust late in a solve (held-out faces degraded after 64 iterations;
     Anderson-II failed to converge on a small problem solved to 1e-13): opt in per solve."""
     check_every: int = attrs.field(default=5, validator=int_in(1))
     forward_max_iter: int = attrs.field(default=50, validator=int_in(1))
-    """Budget of a plain DEQ forward solve (:meth:`deq_solver`, :meth:`JointProblem.equilibrium`)."""
+    """Budget of a plain DEQ forward solve ([`deq_solver`][jiio_core.recipe.SolveSettings.deq_solver], [`JointProblem.equilibrium`][jiio_core.problem.JointProblem.equilibrium])."""
     forward_tol: float = attrs.field(default=1e-5, validator=number_in(0.0))
     backward_max_iter: int = attrs.field(default=50, validator=int_in(1))
     """Budget of the backward linear solves (implicit outer gradients, the DEQ's backward)."""
@@ -148,7 +148,7 @@ class SolveSettings:
         jacobian_penalty: bool = False,
         throw: bool = False,
     ) -> JointProblem:
-        """The :class:`~jiio_core.problem.JointProblem` these settings describe."""
+        """The [`JointProblem`][jiio_core.problem.JointProblem] these settings describe."""
         return JointProblem(
             layer,
             objective,

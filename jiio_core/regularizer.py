@@ -38,7 +38,7 @@ def hutchinson_jacobian_norm(
 
     Uses ``E_ε ‖εᵀ J‖² = ‖J‖_F²`` for ``ε ~ N(0, I)``. ``z`` and ``x`` are treated as constants;
     the result is differentiable in the layer's parameters when ``create_graph`` (default:
-    whether grad mode is on). ``context``: the batch's context (:mod:`jiio_core.context`),
+    whether grad mode is on). ``context``: the batch's context ([`jiio_core.context`][jiio_core.context]),
     passed to the layer as by the solves.
     """
     if probes < 1:

@@ -1,8 +1,8 @@
 """The fixed-point driver shared by every solve in jiio: JIIO, plain DEQ, backward solves.
 
-:func:`fixed_point` iterates a batched map ``v ↦ G(v)`` on packed states ``(B, N)`` with an
-:class:`~jiio_core.accelerators.Accelerator`, keeps the best iterate of each sample according to a
-:class:`Selection` rule, freezes samples that have converged or diverged, and reports a status per
+[`fixed_point`][jiio_core.solver.fixed_point] iterates a batched map ``v ↦ G(v)`` on packed states ``(B, N)`` with an
+[`Accelerator`][jiio_core.accelerators.Accelerator], keeps the best iterate of each sample according to a
+[`Selection`][jiio_core.solver.Selection] rule, freezes samples that have converged or diverged, and reports a status per
 sample. The only host syncs are the stopping test, every ``check_every`` iterations.
 """
 
@@ -44,7 +44,7 @@ class StepOutput:
     """``(B,)`` convergence measure at ``v``: absolute, compared with ``tol · max(1, ‖v‖)``,
     unless ``relative`` (then compared with ``tol`` as it is)."""
     cost: Tensor | None = None
-    """``(B,)`` objective at ``v``, used by cost-aware :class:`Selection` rules."""
+    """``(B,)`` objective at ``v``, used by cost-aware [`Selection`][jiio_core.solver.Selection] rules."""
     relative: bool = False
     """``residual`` is already scaled to the problem (the joint map's per-block residual)."""
     blocks: Tensor | None = None
@@ -52,7 +52,7 @@ class StepOutput:
     feasible: Tensor | None = None
     """``(B,)`` bool: may ``v`` be returned as a solution (the joint map: the DEQ block is at
     equilibrium)? A feasible iterate always replaces an infeasible best one and is never
-    replaced by an infeasible one; the :class:`Selection` rule ranks iterates alike in this."""
+    replaced by an infeasible one; the [`Selection`][jiio_core.solver.Selection] rule ranks iterates alike in this."""
 
 
 Step = Callable[[Tensor, int], StepOutput]
@@ -125,7 +125,7 @@ class Trace:
 
 @attrs.frozen(eq=False)
 class FixedPointResult:
-    """Outcome of :func:`fixed_point`."""
+    """Outcome of [`fixed_point`][jiio_core.solver.fixed_point]."""
 
     v: Tensor
     """Best iterate per sample, ``(B, N)``."""
@@ -136,7 +136,7 @@ class FixedPointResult:
     iterations: Tensor
     """``(B,)`` number of map evaluations spent on each sample."""
     status: Tensor
-    """``(B,)`` int8 :class:`Status` codes."""
+    """``(B,)`` int8 [`Status`][jiio_core.solver.Status] codes."""
     trace: Trace
     sampled: Tensor | None = None
     """One iterate per sample drawn uniformly from those evaluated at or after
@@ -145,7 +145,7 @@ class FixedPointResult:
     blocks: Tensor | None = None
     """``(B, K)`` parts of the residual at ``v``, when the map reports them."""
     feasible: Tensor | None = None
-    """``(B,)`` bool: was ``v`` feasible (see :attr:`StepOutput.feasible`), when reported."""
+    """``(B,)`` bool: was ``v`` feasible (see [`StepOutput.feasible`][jiio_core.solver.StepOutput.feasible]), when reported."""
 
     @property
     def converged(self) -> Tensor:
@@ -182,11 +182,11 @@ def fixed_point(
 
     ``blocks``: the packed state is consecutive blocks of these widths, in different units
     (JIIO's ``(z, μ, x)``); the accelerator is started with
-    :meth:`~jiio_core.accelerators.Accelerator.init_blocks` (Anderson then balances the blocks
+    [`Accelerator.init_blocks`][jiio_core.accelerators.Accelerator.init_blocks] (Anderson then balances the blocks
     in its inner products).
 
     Runs with autograd if the caller enables it and ``v0``/``step`` carry graphs (used by
-    :class:`~jiio_core.outer.Unrolled`): every update is out of place in that case.
+    [`Unrolled`][jiio_core.outer.Unrolled]): every update is out of place in that case.
     """
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")

@@ -1,7 +1,7 @@
 """Structured states (a tensor or a tuple of tensors, batch first) packed to ``(B, N)``.
 
 Multiscale DEQs carry one feature map per resolution; the solvers work on one flat vector per
-sample. :class:`StateSpec` remembers the shapes so that a packed state can be unpacked again.
+sample. [`StateSpec`][jiio_core.state.StateSpec] remembers the shapes so that a packed state can be unpacked again.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class StateSpec:
         return flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
 
     def unpack(self, flat: Tensor) -> State:
-        """Inverse of :meth:`pack` (views where possible)."""
+        """Inverse of [`pack`][jiio_core.state.StateSpec.pack] (views where possible)."""
         if flat.ndim != 2 or flat.shape[1] != self.numel:
             raise ValueError(f"packed state must have shape (B, {self.numel}), got {tuple(flat.shape)}")
         batch = flat.shape[0]

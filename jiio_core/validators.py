@@ -3,7 +3,7 @@
 Each is an ordinary attrs validator ``check(instance, attribute, value)``; they compose with
 ``attrs.validators`` (``and_``, ``optional``, ``deep_iterable``, ...). They exist because attrs'
 own accept ``True`` for an ``int`` and NaN for a ``float`` and do not name the class; these
-raise :class:`FieldError` with one line ``"<Class>.<field> must be <expectation>, got <value>"``,
+raise [`FieldError`][jiio_core.validators.FieldError] with one line ``"<Class>.<field> must be <expectation>, got <value>"``,
 and keep the field's name (``"channels[1]"`` for a tuple element) on the error, so that a loader
 (``jiio_zoo.configs.from_dict``) can add the path to the field, e.g. ``model.channels[1]``.
 """
@@ -44,7 +44,7 @@ class FieldError(ValueError):
 
 
 class FieldTypeError(FieldError, TypeError):
-    """A :class:`FieldError` for a value of the wrong type (also a ``TypeError``)."""
+    """A [`FieldError`][jiio_core.validators.FieldError] for a value of the wrong type (also a ``TypeError``)."""
 
 
 def where(instance: object, attribute: attrs.Attribute[Any]) -> str:
@@ -103,7 +103,7 @@ def one_of(*choices: object) -> Validator:
 
 
 def instance_of(*classes: type) -> Validator:
-    """An instance of one of ``classes`` (a :class:`FieldTypeError` otherwise)."""
+    """An instance of one of ``classes`` (a [`FieldTypeError`][jiio_core.validators.FieldTypeError] otherwise)."""
     if not classes:
         raise ValueError("instance_of needs at least one class")
     article = "an" if classes[0].__name__[:1].lower() in "aeiou" else "a"
