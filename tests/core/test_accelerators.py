@@ -507,11 +507,14 @@ def _history_pairs(count: int, b: int, n: int, seed: int) -> list[tuple[Tensor, 
 
 
 def _reference_anderson(
-    pairs: list[tuple[Tensor, Tensor]], *, type_one: bool, memory: int, beta: float, ridge: float
+    pairs: list[tuple[Tensor, Tensor]], *, type_one: bool, memory: int, beta: float, ridge: float,
+    blocks: tuple[int, ...] | None = None,
 ) -> list[Tensor]:
-    """The plain einsum formulation, with the Gram matrix rebuilt from the chronological
-    history at every step: ``γ = (Xᵀ ΔF + λI)⁻¹ Xᵀ f`` with ``X = ΔV`` (type I) or ``ΔF``
-    (type II), ``v⁺ = v + βf − (ΔV + βΔF) γ``, λ = ridge × the Gram's scale."""
+    """The plain einsum formulation, with every product rebuilt from the chronological history
+    at every step: ``γ = (Xᵀ W ΔF + λI)⁻¹ Xᵀ W f`` with ``X = ΔV`` (type I) or ``ΔF`` (type II),
+    ``v⁺ = v + βf − (ΔV + βΔF) γ``, λ = ridge × the Gram's scale. ``W`` is the identity, or with
+    ``blocks`` the weighted metric ``⟨a, b⟩ = Σ_k ⟨a_k, b_k⟩ ‖f‖²/(K‖f_k‖²)`` (``f`` the current
+    residual, ``k`` over the ``K`` blocks) as a dense diagonal, not per-block Gram matrices."""
     dvs: list[Tensor] = []
     dfs: list[Tensor] = []
     prev: tuple[Tensor, Tensor] | None = None
@@ -526,15 +529,21 @@ def _reference_anderson(
         if not dvs:
             out.append(plain)
             continue
+        if blocks is None:
+            w = torch.ones_like(f)
+        else:
+            total = (f * f).sum(1, keepdim=True)
+            w = torch.cat([(total / (len(blocks) * (p * p).sum(1, keepdim=True))).expand(-1, p.shape[1])
+                           for p in f.split(blocks, 1)], 1)
         dv, df = torch.stack(dvs, 1), torch.stack(dfs, 1)  # (B, n, N), oldest first
         left = dv if type_one else df
-        gram = torch.einsum("bin,bjn->bij", left, df)
-        rhs = torch.einsum("bin,bn->bi", left, f)
-        dv_sq, df_sq = (dv * dv).sum(2).mean(1), (df * df).sum(2).mean(1)
+        gram = torch.einsum("bin,bn,bjn->bij", left, w, df)
+        rhs = torch.einsum("bin,bn,bn->bi", left, w, f)
+        dv_sq = torch.einsum("bin,bn,bin->bi", dv, w, dv).mean(1)
+        df_sq = torch.einsum("bin,bn,bin->bi", df, w, df).mean(1)
         scale = torch.sqrt(dv_sq * df_sq) if type_one else df_sq
         lam = ridge * scale + torch.finfo(DT).tiny
-        eye = torch.eye(gram.shape[1], dtype=DT)
-        gamma = torch.linalg.solve(gram + lam.view(-1, 1, 1) * eye, rhs)
+        gamma = torch.linalg.solve(gram + lam.view(-1, 1, 1) * torch.eye(gram.shape[1], dtype=DT), rhs)
         out.append(plain - torch.einsum("bm,bmn->bn", gamma, dv + beta * df))
     return out
 
@@ -655,43 +664,6 @@ def test_no_graph_update_allocates_no_history_sized_temporary(name: str) -> None
 # --------------------------------------------------------------------------- block-balanced metric
 
 
-def _reference_balanced_anderson(
-    pairs: list[tuple[Tensor, Tensor]], blocks: tuple[int, ...], *, type_one: bool, memory: int, beta: float,
-    ridge: float,
-) -> list[Tensor]:
-    """The einsum formulation in the weighted metric ``⟨a, b⟩ = Σ_k ⟨a_k, b_k⟩ ‖f‖²/(K‖f_k‖²)``
-    (``f`` the current residual, ``k`` over the ``K`` blocks), every product rebuilt from the
-    chronological history: the dense diagonal weight vector, not per-block Gram matrices."""
-    dvs: list[Tensor] = []
-    dfs: list[Tensor] = []
-    prev: tuple[Tensor, Tensor] | None = None
-    out = []
-    for v, gv in pairs:
-        f = gv - v
-        if prev is not None:
-            dvs = [*dvs, v - prev[0]][-memory:]
-            dfs = [*dfs, f - prev[1]][-memory:]
-        prev = (v, f)
-        plain = v + beta * f
-        if not dvs:
-            out.append(plain)
-            continue
-        total = (f * f).sum(1, keepdim=True)
-        w = torch.cat([(total / (len(blocks) * (p * p).sum(1, keepdim=True))).expand(-1, p.shape[1])
-                       for p in f.split(blocks, 1)], 1)
-        dv, df = torch.stack(dvs, 1), torch.stack(dfs, 1)
-        left = dv if type_one else df
-        gram = torch.einsum("bin,bn,bjn->bij", left, w, df)
-        rhs = torch.einsum("bin,bn,bn->bi", left, w, f)
-        dv_sq = torch.einsum("bin,bn,bin->bi", dv, w, dv).mean(1)
-        df_sq = torch.einsum("bin,bn,bin->bi", df, w, df).mean(1)
-        scale = torch.sqrt(dv_sq * df_sq) if type_one else df_sq
-        lam = ridge * scale + torch.finfo(DT).tiny
-        gamma = torch.linalg.solve(gram + lam.view(-1, 1, 1) * torch.eye(gram.shape[1], dtype=DT), rhs)
-        out.append(plain - torch.einsum("bm,bmn->bn", gamma, dv + beta * df))
-    return out
-
-
 @pytest.mark.parametrize("graph", [False, True], ids=["no-graph", "graph"])
 @pytest.mark.parametrize("cls", [AndersonI, AndersonII])
 def test_blocked_anderson_matches_weighted_einsum_reference(cls: type, graph: bool) -> None:
@@ -704,7 +676,7 @@ def test_blocked_anderson_matches_weighted_einsum_reference(cls: type, graph: bo
     pairs = [(v * scale, gv * scale) for v, gv in pairs]
     if graph:
         pairs = [(v.clone().requires_grad_(), gv) for v, gv in pairs]
-    ref = _reference_balanced_anderson(pairs, blocks, type_one=cls is AndersonI, memory=memory, beta=0.8,
+    ref = _reference_anderson(pairs, blocks=blocks, type_one=cls is AndersonI, memory=memory, beta=0.8,
                                        ridge=1e-8)
     acc = cls(memory=memory, beta=0.8)
     state = acc.init_blocks(torch.zeros(b, n, dtype=DT), blocks)
