@@ -62,18 +62,20 @@ def infer(
     iterations: int | None = None,
     chunk: int = 16,
     x0: Tensor | None = None,
+    tv_weight: float = 0.0,
     progress: bool = False,
     desc: str = "JIIO inversion",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """JIIO latents for model-range observations: returns ``(x*, h(z*(x*)), ℓ*)`` (no grad),
     the image and loss at the DEQ equilibrium of the returned latents (re-solved to 1e-5).
     ``x0`` (``(B, *x_shape)``, default zeros) is the starting latent, e.g. an encoder's mean.
-    ``progress`` shows a bar (stderr, labelled ``desc``) over the chunks of ``chunk`` images."""
+    ``tv_weight`` adds a total-variation prior on the reconstruction to the inner loss
+    ([`MeasurementObjective`][jiio_tasks.imaging.objectives.MeasurementObjective]). ``progress`` shows a bar (stderr, labelled ``desc``) over the chunks of ``chunk`` images."""
     if x0 is not None and x0.shape != (observed.shape[0], *model.x_shape):
         raise ValueError(
             f"x0 must have shape {(observed.shape[0], *model.x_shape)}, got {tuple(x0.shape)}"
         )
-    objective = MeasurementObjective(model.head)
+    objective = MeasurementObjective(model.head, tv_weight=tv_weight)
     problem = jiio_problem(model, objective, iterations=iterations)
     xs, outs, losses = [], [], []
     model.eval()
