@@ -6,7 +6,7 @@ import functools
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +298,17 @@ def bench(
         with torch.no_grad(), evaluating(model):
             return deq_logits(model, images, deq)
 
+    def cpu_times(run: Callable[[], Any]) -> list[float]:
+        """``warmup`` untimed runs, then the CPU seconds of ``repeats`` runs (a tick each)."""
+        for _ in range(warmup):
+            run()
+            bar.update(1)
+        times = []
+        for _ in range(repeats):
+            times.append(cpu_seconds(run)[0])
+            bar.update(1)
+        return times
+
     ratio: PairedRatio | None = None
     if k_star is not None:
         jiio_attack = JIIOAttack(eps, iterations=k_star)
@@ -305,21 +316,9 @@ def bench(
                              repeats=repeats, warmup=warmup, on_pair=bar.update)
         pgd_times = list(ratio.baseline_seconds)
     else:
-        for _ in range(warmup):
-            pgd_run()
-            bar.update(1)
-        pgd_times = []
-        for _ in range(repeats):
-            pgd_times.append(cpu_seconds(pgd_run)[0])
-            bar.update(1)
+        pgd_times = cpu_times(pgd_run)
     bar.set_postfix_str("timing the forward solve")
-    for _ in range(warmup):
-        forward_run()
-        bar.update(1)
-    fwd_times = []
-    for _ in range(repeats):
-        fwd_times.append(cpu_seconds(forward_run)[0])
-        bar.update(1)
+    fwd_times = cpu_times(forward_run)
     bar.close()
 
     fwd = statistics.median(fwd_times)
