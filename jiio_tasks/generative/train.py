@@ -8,6 +8,8 @@ it through the one training loop.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -33,8 +35,9 @@ class TrainSettings(DecoderSettings):
 
 
 def train(model: ZooModel, source: ImageSource, run: RunDir, settings: TrainSettings, *,
-          progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+          progress: bool = True, env: DistEnv | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Train ``model`` in place on ``source``'s clean images for ``settings.steps`` steps in
     total, resuming from ``run`` (see [`train_decoder`][jiio_tasks.imaging.training.train_decoder])."""
     return train_decoder(model, source, run, settings, outer=settings.outer, family="generative",
-                         progress=progress, env=env)
+                         progress=progress, env=env, clock=clock)

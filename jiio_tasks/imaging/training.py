@@ -16,6 +16,8 @@ first training images reconstructed.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,7 @@ def train_decoder(
     family: str,
     progress: bool = True,
     env: DistEnv | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Train ``model`` in place for ``settings.steps`` steps in total (resuming from ``run``
     if it holds a state) with the ``outer`` gradient ([`outer_gradient`][jiio_tasks.imaging.problem.outer_gradient]);
@@ -127,7 +130,8 @@ def train_decoder(
     its contiguous shard; DDP sums the gradients of the per-shard losses (each divided by the
     global batch size); only rank 0 writes the run directory, whose checkpoints do not depend
     on the world size. Randomness inside a sample's computation (corruptions, the penalty's
-    random iterate and probes) comes from a per-rank stream when there are 2+ processes."""
+    random iterate and probes) comes from a per-rank stream when there are 2+ processes.
+    ``clock`` times the steps (the loop's ``seconds``; ``time.process_time`` for CPU time)."""
     env = DistEnv() if env is None else env
     cfg = model.config
     lr = cfg.train.learning_rate if settings.learning_rate is None else settings.learning_rate
@@ -178,6 +182,7 @@ def train_decoder(
         panels={"loss": "outer loss (per-pixel MSE)", "jacobian": "Jacobian penalty",
                 "kkt_residual_median": "KKT residual (median)", "warm_fraction": "warm-started fraction"},
         env=env,
+        clock=clock,
         metrics=lambda s: {"loss": s["outer"] / batch, "inner_loss": s["inner"] / batch,
                            "jacobian": s["jac"] / batch,
                            "kkt_residual_median": s["kkt_median"] / env.world_size,
