@@ -12,6 +12,9 @@ leading dimensions (``lead`` is ``(S,)`` for meta-learning tasks, else ``()``).
   linear classifier.
 - [`PooledClassificationHead`][jiio_zoo.heads.PooledClassificationHead] — per branch GN + average pooling to a
   ``ceil(pool_size/2^i)`` grid, concatenation, linear classifier (the meta-learning head).
+- [`TaskLinearHead`][jiio_zoo.heads.TaskLinearHead] — the same pooled features, embedded in
+  ``task_head_dim`` dimensions, classified by a linear map that is part of the optimised task
+  vector ``x`` (a head that reads ``x``: see [`head_output`][jiio_zoo.heads.head_output]).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = [
     "ImageHead",
     "MDEQClassificationHead",
     "PooledClassificationHead",
+    "TaskLinearHead",
+    "head_output",
 ]
 
 
@@ -47,7 +52,13 @@ def _parts(z: State, n: int, name: str) -> tuple[list[Tensor], tuple[int, ...]]:
 
 
 class Head(nn.Module):
-    """Base class of the heads: ``forward(z) -> output`` with ``z`` the layer's state."""
+    """Base class of the heads: ``forward(z) -> output`` with ``z`` the layer's state.
+
+    A head whose output also depends on the optimised input (``reads_input = True``, e.g.
+    [`TaskLinearHead`][jiio_zoo.heads.TaskLinearHead]) is called through
+    [`head_output`][jiio_zoo.heads.head_output]``(head, z, x)``."""
+
+    reads_input: bool = False
 
     def __call__(self, z: State) -> Tensor:
         out: Tensor = super().__call__(z)
@@ -187,3 +198,70 @@ class PooledClassificationHead(Head):
             for norm, p, g in zip(self.norms, parts, self.grids, strict=True)
         ]
         return restore_lead(self.classifier(torch.cat(feats, dim=1)), lead)
+
+
+class TaskLinearHead(Head):
+    """Pooled features of every branch (as [`PooledClassificationHead`][jiio_zoo.heads.PooledClassificationHead]) embedded
+    in ``dim`` dimensions by a learned linear map; the classifier over that embedding is *task
+    specific and part of the optimised input*: with ``x = [c; w]`` (``c`` the first ``offset``
+    entries, the FiLM code; ``w`` the last ``num_classes · dim``), the logits of an image with
+    embedding ``e`` are ``exp(s) · ⟨w_k, e⟩`` for a learned scalar ``s``.
+
+    This is the few-shot setting's "task-specific parameters are the input" (paper B.1) carried
+    to the last layer: at ``x = 0`` every logit is 0, and the first gradient step on the support
+    cross-entropy moves ``w_k`` towards class ``k``'s support embeddings (minus their mean), so
+    the inner problem starts from a prototype classifier and is convex in ``w`` for a fixed state.
+    ``forward(z)`` returns the embeddings ``(B, *lead, dim)``; [`classify`][jiio_zoo.heads.TaskLinearHead.classify]
+    the logits ``(B, *lead, num_classes)``.
+    """
+
+    reads_input = True
+
+    def __init__(self, channels: Sequence[int], num_classes: int, groups: int, pool_size: int, dim: int,
+                 offset: int) -> None:
+        super().__init__()
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim (the task head's embedding size) must be an int >= 1, got {dim!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset (where the classifier starts in x) must be an int >= 0, got {offset!r}")
+        self.channels = tuple(channels)
+        self.num_classes = num_classes
+        self.dim = dim
+        self.offset = offset
+        self.grids = tuple(max(1, math.ceil(pool_size / 2**i)) for i in range(len(self.channels)))
+        self.norms = nn.ModuleList(group_norm(groups, c) for c in self.channels)
+        features = sum(c * g * g for c, g in zip(self.channels, self.grids, strict=True))
+        self.embed = nn.Linear(features, dim)
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    @property
+    def input_size(self) -> int:
+        """Entries of ``x`` this head reads: ``num_classes · dim`` after ``offset``."""
+        return self.num_classes * self.dim
+
+    def forward(self, z: State) -> Tensor:
+        parts, lead = _parts(z, len(self.channels), "TaskLinearHead")
+        feats = [
+            F.adaptive_avg_pool2d(norm(p), g).flatten(1)
+            for norm, p, g in zip(self.norms, parts, self.grids, strict=True)
+        ]
+        return restore_lead(self.embed(torch.cat(feats, dim=1)), lead)
+
+    def classify(self, z: State, x: Tensor) -> Tensor:
+        """Logits ``(B, *lead, num_classes)`` of the state ``z`` under the task vectors ``x``
+        ``(B, offset + num_classes · dim)``."""
+        if x.ndim != 2 or x.shape[1] != self.offset + self.input_size:
+            raise ValueError(f"TaskLinearHead expects x of shape (B, {self.offset + self.input_size}), "
+                             f"got {tuple(x.shape)}")
+        emb = self(z)
+        w = x[:, self.offset :].reshape(x.shape[0], self.num_classes, self.dim)
+        flat = emb.reshape(x.shape[0], -1, self.dim)
+        logits = torch.einsum("bsd,bkd->bsk", flat, w) * self.log_scale.exp()
+        return logits.reshape(*emb.shape[:-1], self.num_classes)
+
+
+def head_output(head: Head, z: State, x: Tensor) -> Tensor:
+    """``head(z)``, or ``head.classify(z, x)`` for a head that reads the optimised input."""
+    if isinstance(head, TaskLinearHead):
+        return head.classify(z, x)
+    return head(z)

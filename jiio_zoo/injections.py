@@ -230,7 +230,9 @@ class FiLMInjection(Injection):
     ``x`` to the FiLM ``(γ, β)`` of every branch (``2·expansion·C_i`` values each), used as
     ``GN(u)·(1 + γ) + β`` after the first GroupNorm of each residual block; its bias starts at
     zero, so ``x = 0`` is the unmodulated MDEQ at initialisation. Coarser branches are fed as in
-    [`ImageInjection`][jiio_zoo.injections.ImageInjection] (``all_branches``).
+    [`ImageInjection`][jiio_zoo.injections.ImageInjection] (``all_branches``). With ``extra_dim > 0``
+    the task vector is ``(B, task_dim + extra_dim)`` and the FiLM reads its first ``task_dim``
+    entries (the rest is for a head that reads ``x``, [`TaskLinearHead`][jiio_zoo.heads.TaskLinearHead]).
     """
 
     def __init__(
@@ -242,10 +244,14 @@ class FiLMInjection(Injection):
         expansion: int,
         init_std: float = 0.01,
         all_branches: bool = True,
+        extra_dim: int = 0,
     ) -> None:
         super().__init__(shapes)
         if not isinstance(task_dim, int) or task_dim < 1:
             raise ValueError(f"task_dim must be an int >= 1, got {task_dim!r}")
+        if not isinstance(extra_dim, int) or extra_dim < 0:
+            raise ValueError(f"extra_dim must be an int >= 0, got {extra_dim!r}")
+        self.extra_dim = extra_dim
         self.in_channels = in_channels
         self.task_dim = task_dim
         self.film_sizes = tuple(2 * expansion * c for c, _, _ in self.shapes)
@@ -279,13 +285,13 @@ class FiLMInjection(Injection):
         return (int(self._require_context(x, context).shape[1]),)
 
     def forward(self, x: Tensor, context: Any = None) -> BranchInputs:
-        if x.ndim != 2 or x.shape[1] != self.task_dim:
+        if x.ndim != 2 or x.shape[1] != self.task_dim + self.extra_dim:
             raise ValueError(
-                f"FiLMInjection expects x of shape (B, {self.task_dim}), got {tuple(x.shape)}"
+                f"FiLMInjection expects x of shape (B, {self.task_dim + self.extra_dim}), got {tuple(x.shape)}"
             )
         images = self._require_context(x, context).to(dtype=x.dtype)
         flat, lead = flatten_lead(images, 3)
         first = self.stem(flat)
         coarser = _coarser(self, self.spread, first, lead)
-        film = torch.split(self.film(x), list(self.film_sizes), dim=1)
+        film = torch.split(self.film(x[:, : self.task_dim] if self.extra_dim else x), list(self.film_sizes), dim=1)
         return BranchInputs((restore_lead(first, lead), *coarser), tuple(film))

@@ -13,6 +13,7 @@ from jiio_zoo.heads import (
     ImageHead,
     MDEQClassificationHead,
     PooledClassificationHead,
+    TaskLinearHead,
 )
 from jiio_zoo.injections import FiLMInjection, ImageInjection, Injection, LatentInjection
 from jiio_zoo.mdeq import MDEQCell, MDEQLayer, branch_shapes
@@ -62,7 +63,7 @@ class ZooModel(nn.Module):
             return (m.input_dim,)
         if m.injection == "image":
             return (m.image_channels, m.image_size, m.image_size)
-        return (m.latent_dim,)
+        return (m.x_size,)
 
     def cell_parameters(self) -> list[nn.Parameter]:
         """Parameters of ``f`` alone (the MDEQ cell, or the whole OptEq layer), without
@@ -131,6 +132,7 @@ def _build_mdeq(m: MDEQConfig) -> tuple[MDEQLayer, Head]:
             m.expansion,
             m.init_std,
             m.inject_all_branches,
+            extra_dim=m.num_classes * m.task_head_dim,
         )
     head: Head
     if m.head == "image":
@@ -139,6 +141,8 @@ def _build_mdeq(m: MDEQConfig) -> tuple[MDEQLayer, Head]:
         head = MDEQClassificationHead(
             m.channels, m.head_channels, m.final_channels, m.num_classes, m.groups, m.init_std
         )
+    elif m.task_head_dim:
+        head = TaskLinearHead(m.channels, m.num_classes, m.groups, m.pool_size, m.task_head_dim, m.latent_dim)
     else:
         head = PooledClassificationHead(m.channels, m.num_classes, m.groups, m.pool_size)
     return MDEQLayer(cell, injection), head

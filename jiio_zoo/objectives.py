@@ -14,7 +14,7 @@ from torch import Tensor
 
 from jiio_core.objective import InnerObjective, Relation
 from jiio_core.state import State
-from jiio_zoo.heads import Head
+from jiio_zoo.heads import Head, head_output
 
 __all__ = ["AdversarialObjective", "FewShotObjective", "ReconstructionObjective"]
 
@@ -74,7 +74,7 @@ class FewShotObjective(InnerObjective):
     """Cross-entropy on each task's first ``support`` samples (eq. 29, inner problem).
 
     The head returns logits ``(B, S, K)`` for ``S`` context images per task (support first,
-    then query); ``y`` holds labels ``(B, S)`` (query labels are ignored here). The outer loss
+    then query; a head that reads the task vector, [`TaskLinearHead`][jiio_zoo.heads.TaskLinearHead], gets ``x`` too); ``y`` holds labels ``(B, S)`` (query labels are ignored here). The outer loss
     is the query cross-entropy, so the relation is ``OTHER``.
     """
 
@@ -88,8 +88,7 @@ class FewShotObjective(InnerObjective):
         self.support = support
 
     def forward(self, z: State, x: Tensor, y: Any) -> Tensor:
-        del x
-        logits = self.head(z)
+        logits = head_output(self.head, z, x)
         if logits.ndim != 3 or logits.shape[1] < self.support:
             raise ValueError(
                 f"FewShotObjective expects logits (B, S >= {self.support}, K), got "

@@ -41,6 +41,7 @@ from jiio_tasks.penalty import PenaltyDraw, penalty_seed
 from jiio_tasks.runs import RunDir, RunError, atomic_torch_save
 from jiio_zoo.checkpoint import save
 from jiio_zoo.configs import MDEQConfig, get_config
+from jiio_zoo.heads import head_output
 from jiio_zoo.injections import FiLMInjection
 from jiio_zoo.mdeq import MDEQLayer
 from jiio_zoo.model import ZooModel, build_model
@@ -153,8 +154,8 @@ def query_logits(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSetti
     """Query logits ``(B, Q, K)`` at the equilibrium of the query images under the fixed task
     vectors ``x``, differentiable in θ by implicit differentiation (``dx/dθ`` dropped)."""
     images = query_part(batch).images
-    out: Tensor = model.head(deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z)
-    return out
+    return head_output(model.head, deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z,
+                       x.detach())
 
 
 class DEQForward(NamedTuple):
@@ -173,7 +174,7 @@ def _query_forward(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSet
     """[`query_logits`][jiio_tasks.meta.train.query_logits], and the Jacobian penalty at the same query equilibrium if ``draw``."""
     images = query_part(batch).images
     z = deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z
-    logits: Tensor = model.head(z)
+    logits = head_output(model.head, z, x.detach())
     if draw is None:
         return logits, None
     return logits, draw.penalty(model.layer, z, x.detach(), context=images,
@@ -214,7 +215,7 @@ def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSett
                                  generator=draw.joint_generator(batch.images.device))
             if ksol.jacobian_penalty is None:
                 raise RuntimeError("the joint solve returned no Jacobian penalty")
-        return DEQForward(model.head(ksol.z)[:, batch.support :], ksol.x, ksol.loss.detach(),
+        return DEQForward(head_output(model.head, ksol.z, ksol.x)[:, batch.support :], ksol.x, ksol.loss.detach(),
                           ksol.jacobian_penalty)
     raise ValueError(f"unknown DEQ method {method!r}")
 

@@ -97,6 +97,16 @@ class MDEQConfig:
         default=0.25, validator=number_in(0.0, 10.0, low_open=True)
     )
     inject_all_branches: bool = attrs.field(default=True, validator=instance_of(bool))
+    task_head_dim: int = attrs.field(default=0, validator=int_in(0, 4096))
+    """With ``injection="film"`` and the pooled classification head: when > 0, the classifier is
+    task specific and part of ``x`` ([`TaskLinearHead`][jiio_zoo.heads.TaskLinearHead]): ``x`` is the
+    ``latent_dim`` FiLM code followed by ``num_classes × task_head_dim`` classifier weights over a
+    learned ``task_head_dim``-dimensional embedding of the pooled features. 0: the paper's head."""
+
+    @property
+    def x_size(self) -> int:
+        """Entries of one latent or task vector ``x`` (``latent`` and ``film`` injections)."""
+        return self.latent_dim + self.num_classes * self.task_head_dim
 
     def __attrs_post_init__(self) -> None:
         n = self.num_branches
@@ -158,6 +168,13 @@ class MDEQConfig:
                 "MDEQConfig.num_classes, head_channels and final_channels must be left at "
                 f"0/()/0 for head='image', got {self.num_classes}, {self.head_channels!r}, "
                 f"{self.final_channels}"
+            )
+        if self.task_head_dim and (self.injection != "film" or self.head != "classification"
+                                   or self.head_channels):
+            raise ValueError(
+                f"MDEQConfig.task_head_dim={self.task_head_dim} needs injection='film' and the pooled "
+                f"classification head (head='classification', head_channels=()), got "
+                f"injection={self.injection!r}, head={self.head!r}, head_channels={self.head_channels!r}"
             )
         if self.head == "image" and sum(self.channels) % self.groups:
             raise ValueError(

@@ -100,6 +100,9 @@ def _mdeq(**over: Any) -> MDEQConfig:
         (dict(weight_norm=1), r"MDEQConfig.weight_norm must be a bool, got int"),
         (dict(image_size=2, num_branches=3, channels=(2, 2, 2)), r"image_size=2 is too small for num_branches=3"),
         (dict(head="classification"), r"num_classes must be >= 2 for head='classification'"),
+        (dict(task_head_dim=4), r"MDEQConfig.task_head_dim=4 needs injection='film' and the pooled "
+                                r"classification head .* got injection='latent', head='image'"),
+        (dict(task_head_dim=-1), r"MDEQConfig.task_head_dim must be an int in \[0, 4096\], got -1"),
     ],
 )
 def test_mdeq_config_rejects_bad_values(over: dict[str, Any], pattern: str) -> None:

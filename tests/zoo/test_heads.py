@@ -6,7 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jiio_zoo.heads import ImageHead, MDEQClassificationHead, PooledClassificationHead
+import pytest
+
+from jiio_zoo.heads import ImageHead, MDEQClassificationHead, PooledClassificationHead, TaskLinearHead, head_output
+from jiio_zoo.objectives import FewShotObjective
 
 from .test_mdeq import _gn
 
@@ -74,3 +77,41 @@ def test_pooled_classification_head_reference() -> None:
     ref = torch.cat([f0, f1], 1) @ head.classifier.weight.T + head.classifier.bias
     torch.testing.assert_close(head(z), ref)
     assert head.classifier.in_features == 4 * 16 + 8 * 4
+
+
+def test_task_linear_head_reference_and_lead_dims() -> None:
+    torch.manual_seed(3)
+    head = TaskLinearHead((4, 8), num_classes=3, groups=2, pool_size=4, dim=5, offset=2).double()
+    with torch.no_grad():
+        head.log_scale.fill_(0.3)
+    z = _state((2, 6))  # 2 tasks of 6 images
+    x = torch.randn(2, 2 + 3 * 5, dtype=torch.float64)
+    f0 = F.avg_pool2d(_gn(head.norms[0], z[0].flatten(0, 1)), 2).flatten(1)
+    f1 = F.avg_pool2d(_gn(head.norms[1], z[1].flatten(0, 1)), 2).flatten(1)
+    emb = (torch.cat([f0, f1], 1) @ head.embed.weight.T + head.embed.bias).reshape(2, 6, 5)
+    w = x[:, 2:].reshape(2, 3, 5)
+    ref = torch.stack([emb[b] @ w[b].T for b in range(2)]) * torch.exp(torch.tensor(0.3, dtype=torch.float64))
+    torch.testing.assert_close(head_output(head, z, x), ref)
+    torch.testing.assert_close(head(z), emb)
+    assert head.input_size == 15
+    with pytest.raises(ValueError, match=r"TaskLinearHead expects x of shape \(B, 17\), got \(2, 16\)"):
+        head.classify(z, x[:, 1:])
+
+
+def test_few_shot_objective_reads_the_classifier_in_x() -> None:
+    """At ``w = 0`` every class is equally likely, so the support cross-entropy's gradient in
+    ``w_k`` is ``exp(s)/S · Σ_i (1/K − [y_i = k]) e_i`` (closed form), and it is ``log K``."""
+    torch.manual_seed(4)
+    head = TaskLinearHead((4, 8), num_classes=3, groups=2, pool_size=2, dim=4, offset=1).double()
+    z = _state((2, 5))
+    y = torch.tensor([[0, 1, 2, 0, 1], [2, 2, 1, 0, 0]])
+    support = 3
+    x = torch.zeros(2, 1 + 12, dtype=torch.float64, requires_grad=True)
+    loss = FewShotObjective(head, support)(z, x, y)
+    torch.testing.assert_close(loss, torch.full((2,), torch.log(torch.tensor(3.0)).item(), dtype=torch.float64))
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    emb = head(z)[:, :support].detach()
+    onehot = F.one_hot(y[:, :support], 3).double()
+    ref = torch.einsum("bsk,bsd->bkd", 1 / 3 - onehot, emb) / support  # exp(s) = 1 at init
+    torch.testing.assert_close(grad[:, 1:].reshape(2, 3, 4), ref)
+    assert float(grad[:, 0].abs().max()) == 0.0  # the FiLM code does not reach the head

@@ -232,6 +232,23 @@ def test_film_is_identity_at_zero_task_vector_and_acts_otherwise() -> None:
     assert gap > 1e-3
 
 
+@torch.no_grad()
+def test_film_with_a_task_head_reads_only_its_code() -> None:
+    """With ``task_head_dim`` the task vector is the FiLM code followed by the classifier; the
+    layer reads the code alone (the classifier only reaches the head)."""
+    model = tiny_model("meta", task_head_dim=3)
+    assert model.x_shape == (5 + 3 * 3,)
+    layer = _layer(model)
+    x, c = tiny_input(model, batch=2)
+    z = _rand_state(layer, x, seed=2, context=c)
+    other = x.clone()
+    other[:, 5:] = torch.randn(2, 9, dtype=x.dtype)
+    for a, b in zip(layer(z, x, c), layer(z, other, c), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"FiLMInjection expects x of shape \(B, 14\), got \(2, 5\)"):
+        layer(z, x[:, :5], c)
+
+
 def test_image_injection_context_adds_the_perturbation() -> None:
     model = tiny_model("adversarial")
     layer = _layer(model)

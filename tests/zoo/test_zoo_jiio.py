@@ -35,7 +35,9 @@ def _equilibrium(model: ZooModel, x: Tensor, iters: int = 200) -> Any:
 
 def _setup(task: str) -> tuple[ZooModel, Any, Tensor | None, Constraint, OuterGradient, float]:
     """The model, the targets, the solve's context, the constraint, the outer gradient, α_x."""
-    model = tiny_model(task, seed=0).eval()
+    head_dim = {"task_head_dim": 3} if task == "meta-task-head" else {}
+    task = task.removesuffix("-task-head")
+    model = tiny_model(task, seed=0, **head_dim).eval()
     gen = torch.Generator().manual_seed(4)
     if task == "adversarial":
         clean, _ = tiny_input(model, batch=3)
@@ -52,10 +54,10 @@ def _setup(task: str) -> tuple[ZooModel, Any, Tensor | None, Constraint, OuterGr
     return model, target, None, Unconstrained(), AdjointShortcut(), 0.5 / target[0].numel()
 
 
-@pytest.mark.parametrize("task", ["adversarial", "generative", "meta", "toy"])
+@pytest.mark.parametrize("task", ["adversarial", "generative", "meta", "meta-task-head", "toy"])
 def test_jiio_kkt_residual_falls(task: str) -> None:
     model, y, context, constraint, outer, alpha_x = _setup(task)
-    support = 2 if task == "meta" else None
+    support = 2 if task.startswith("meta") else None
     problem = JointProblem(
         model.layer,
         model.objective(support=support),
