@@ -22,10 +22,18 @@ def evaluate(model: nn.Module, tasks: Any, cfg: MetaTrainConfig, batch: int = 10
              progress: bool = False) -> dict[str, float]:
     """Mean query accuracy over ``tasks`` (e.g. [`meta_test_tasks`][jiio_tasks.meta.splits.meta_test_tasks])
     with ``cfg``'s method and inner-loop settings, ``batch`` tasks at a time, and the seconds
-    spent in the inner loops; ``progress`` shows a bar on stderr (one tick per task)."""
-    from jiio_tasks.meta.train import maml_step, step_loss  # lazily: train.py may import this module
+    spent in the inner loops; ``progress`` shows a bar on stderr (one tick per task). For
+    ``jiio`` and ``adam`` also the median and largest relative residual ``‖f(z) − z‖ / ‖z‖`` of
+    the query DEQ solves (``cfg.inner.deq_iterations`` iterations at most, stopping at
+    ``deq_tol``): how far from equilibrium the scored logits are."""
+    from jiio_tasks.meta.train import (  # lazily: train.py imports this module
+        deq_forward,
+        maml_step,
+        query_accuracy,
+    )
 
     accs: list[float] = []
+    residuals: list[torch.Tensor] = []
     seconds = 0.0
     items = list(tasks)
     model.eval()
@@ -37,8 +45,16 @@ def evaluate(model: nn.Module, tasks: Any, cfg: MetaTrainConfig, batch: int = 10
                 _, acc = maml_step(model, tb, cfg.maml_steps)
             else:
                 with torch.no_grad():
-                    _, acc = step_loss(model, tb, cfg)
+                    out = deq_forward(model, tb, cfg.method, cfg.inner)  # type: ignore[arg-type]
+                acc = query_accuracy(out.logits, tb)
+                if out.query_residual is not None:
+                    residuals.append(out.query_residual)
             seconds += time.perf_counter() - t0
             accs.append(acc * tb.images.shape[0])
             bar.update(tb.images.shape[0])
-    return {"accuracy": sum(accs) / len(items), "inner_seconds": seconds, "tasks": float(len(items))}
+    result = {"accuracy": sum(accs) / len(items), "inner_seconds": seconds, "tasks": float(len(items))}
+    if residuals:
+        rel = torch.cat(residuals)
+        result["query_residual_median"] = float(rel.median())
+        result["query_residual_max"] = float(rel.max())
+    return result

@@ -30,6 +30,7 @@ from jiio_core.baselines import Adam, InputOptimizationResult, optimize_input
 from jiio_core.deq import DEQSolver
 from jiio_core.problem import JointProblem, JointSolution
 from jiio_core.recipe import SolveSettings
+from jiio_core.state import State
 from jiio_core.validators import int_in, number_in, one_of, optional
 from jiio_tasks.data import TaskSet
 from jiio_tasks.distributed import DistEnv
@@ -160,25 +161,39 @@ def query_logits(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSetti
 
 class DEQForward(NamedTuple):
     """What [`deq_forward`][jiio_tasks.meta.train.deq_forward] returns: query logits ``(B, Q, K)`` (differentiable in θ per
-    the method), the task vectors ``x*``, the per-task support loss (detached) and, when asked
-    for, the per-task Jacobian penalty ``(B,)`` (differentiable in θ; else ``None``)."""
+    the method), the task vectors ``x*``, the per-task support loss (detached), when asked
+    for, the per-task Jacobian penalty ``(B,)`` (differentiable in θ; else ``None``), and the
+    per-task relative residual ``‖f(z) − z‖ / ‖z‖`` ``(B,)`` where the query solve stopped
+    (``jiio``, ``adam``; ``None`` for ``jiio-kkt``, whose query states are part of the joint solve)."""
 
     logits: Tensor
     x: Tensor
     support_loss: Tensor
     jacobian: Tensor | None = None
+    query_residual: Tensor | None = None
+
+
+def relative_residual(residual: Tensor, z: State) -> Tensor:
+    """``residual / ‖z‖`` per batch row, ``z`` a state (a tensor or a tuple of branch tensors
+    with the batch first)."""
+    parts = z if isinstance(z, tuple) else (z,)
+    norm = torch.stack([p.detach().flatten(1).pow(2).sum(dim=1) for p in parts]).sum(dim=0).sqrt()
+    return residual / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
 
 def _query_forward(model: ZooModel, batch: TaskBatch, x: Tensor, inner: InnerSettings,
-                   draw: PenaltyDraw | None) -> tuple[Tensor, Tensor | None]:
-    """[`query_logits`][jiio_tasks.meta.train.query_logits], and the Jacobian penalty at the same query equilibrium if ``draw``."""
+                   draw: PenaltyDraw | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """[`query_logits`][jiio_tasks.meta.train.query_logits], the Jacobian penalty at the same
+    query equilibrium if ``draw``, and the query solve's relative residual per task."""
     images = query_part(batch).images
-    z = deq_solver(model, inner).solve(model.layer, x.detach(), context=images).z
+    sol = deq_solver(model, inner).solve(model.layer, x.detach(), context=images)
+    z = sol.z
     logits = head_output(model.head, z, x.detach())
+    rel = relative_residual(sol.residual, z)
     if draw is None:
-        return logits, None
+        return logits, None, rel
     return logits, draw.penalty(model.layer, z, x.detach(), context=images,
-                                probes=_settings(model, inner).jacobian_probes)
+                                probes=_settings(model, inner).jacobian_probes), rel
 
 
 def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings,
@@ -197,12 +212,12 @@ def deq_forward(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSett
     """
     if method == "jiio":
         sol = jiio_inner(model, batch, inner)
-        logits, jac = _query_forward(model, batch, sol.x, inner, draw)
-        return DEQForward(logits, sol.x, sol.loss.detach(), jac)
+        logits, jac, rel = _query_forward(model, batch, sol.x, inner, draw)
+        return DEQForward(logits, sol.x, sol.loss.detach(), jac, rel)
     if method == "adam":
         res = adam_inner(model, batch, inner)
-        logits, jac = _query_forward(model, batch, res.x, inner, draw)
-        return DEQForward(logits, res.x, res.loss.detach(), jac)
+        logits, jac, rel = _query_forward(model, batch, res.x, inner, draw)
+        return DEQForward(logits, res.x, res.loss.detach(), jac, rel)
     if method == "jiio-kkt":
         if draw is None:
             ksol = jiio_problem(model, batch.support, inner, kkt=True).solve(batch.labels, context=batch.images)

@@ -13,18 +13,27 @@ from torch import Tensor
 from torch.func import functional_call
 
 from jiio_tasks.meta.tasks import RegularizedFewShot, TaskBatch
-from jiio_tasks.meta.train import InnerSettings, MetaTrainConfig, SmallCNN, deq_forward, maml_step, query_ce
+from jiio_tasks.meta.train import (
+    InnerSettings,
+    MetaTrainConfig,
+    SmallCNN,
+    deq_forward,
+    deq_solver,
+    maml_step,
+    query_ce,
+)
 from jiio_zoo.configs import MDEQConfig, SolverConfig, TrainConfig, ZooConfig
+from jiio_zoo.heads import head_output
 from jiio_zoo.model import ZooModel, build_model
 
 
-def tiny_meta(seed: int = 0) -> ZooModel:
+def tiny_meta(seed: int = 0, task_head_dim: int = 0) -> ZooModel:
     torch.manual_seed(seed)
     cfg = ZooConfig(
         name="tiny_meta_test", task="meta", scale="test",
         model=MDEQConfig(image_size=8, image_channels=1, num_branches=2, channels=(4, 8), groups=2,
                          injection="film", latent_dim=5, head="classification", num_classes=3,
-                         pool_size=2),
+                         pool_size=2, task_head_dim=task_head_dim),
         solver=SolverConfig(anderson_memory=5, damping=(0.8, 0.6, 0.3), jiio_iterations=20),
         train=TrainConfig(batch_size=2, learning_rate=1e-3),
     )
@@ -42,16 +51,17 @@ def unrolled_query_loss(model: ZooModel, batch: TaskBatch, x: Tensor, iters: int
     z = model.layer.initial_state(x, batch.images)
     for _ in range(iters):
         z = model.layer(z, x, batch.images)
-    return query_ce(model.head(z)[:, batch.support :], batch)
+    return query_ce(head_output(model.head, z, x)[:, batch.support :], batch)
 
 
+@pytest.mark.parametrize("task_head_dim", [0, 4])
 @pytest.mark.parametrize("method", ["jiio", "adam"])
-def test_deq_meta_step_gradient_matches_unrolled_reference(method: str) -> None:
-    model = tiny_meta()
+def test_deq_meta_step_gradient_matches_unrolled_reference(method: str, task_head_dim: int) -> None:
+    model = tiny_meta(task_head_dim=task_head_dim)
     batch = tiny_batch()
     inner = InnerSettings(iterations=30, adam_steps=5, adam_lr=0.2, deq_iterations=100,
                           backward_iterations=100, deq_tol=1e-9)
-    logits, x, support_loss, _ = deq_forward(model, batch, method, inner)
+    logits, x, support_loss, _, _ = deq_forward(model, batch, method, inner)
     loss = query_ce(logits, batch)
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     ref_loss = unrolled_query_loss(model, batch, x.detach())
@@ -140,3 +150,22 @@ def test_maml_run_saves_its_network_and_accuracy_is_that_of_the_saved_network(tm
     again = l2l.algorithms.MAML(net, lr=cfg.maml_lr)
     torch.manual_seed(0)
     assert evaluate(again, tasksets(cfg)[1], cfg)["accuracy"] == final["accuracy"]
+
+
+@pytest.mark.parametrize("method", ["jiio", "adam"])
+def test_query_residual_is_the_relative_residual_of_the_returned_state(method: str) -> None:
+    """``DEQForward.query_residual`` is ``‖f(z) − z‖ / ‖z‖`` of the query states the logits were
+    computed from, recomputed here from the layer."""
+    model = tiny_meta(task_head_dim=4)
+    batch = tiny_batch()
+    inner = InnerSettings(iterations=10, adam_steps=2, deq_iterations=4, deq_tol=1e-12)  # stops early: residual > 0
+    with torch.no_grad():
+        out = deq_forward(model, batch, method, inner)
+        images = batch.images[:, batch.support :]
+        sol = deq_solver(model, inner).solve(model.layer, out.x, context=images)
+        fz = model.layer(sol.z, out.x, images)
+    diff = torch.sqrt(sum((a - b).flatten(1).pow(2).sum(1) for a, b in zip(fz, sol.z, strict=True)))
+    norm = torch.sqrt(sum(b.flatten(1).pow(2).sum(1) for b in sol.z))
+    assert out.query_residual is not None
+    torch.testing.assert_close(out.query_residual, diff / norm, rtol=1e-6, atol=0)
+    assert float(out.query_residual.min()) > 0
