@@ -1,0 +1,125 @@
+"""Every docs page and the README equal what ``benchmarks/report.py`` renders from its template
+(``benchmarks/pages/``) and the committed results (``benchmarks/results/``), and every figure a
+page embeds exists and has a named producer; a placeholder naming a missing key or file fails
+with an error naming the key and the template."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchmarks_report", ROOT / "benchmarks" / "report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_pages_equal_their_rendering(report: ModuleType) -> None:
+    problems = report.check()
+    assert not problems, (
+        "pages differ from their templates' rendering (edit benchmarks/pages/PAGE.md, then run "
+        "`python benchmarks/report.py`):\n" + "\n".join(problems))
+
+
+def test_every_page_has_a_template_and_every_template_a_page(report: ModuleType) -> None:
+    templates = sorted(report.PAGES.glob("*.md"))
+    pages = {report.page_of(t) for t in templates}
+    assert ROOT / "README.md" in pages
+    assert set((ROOT / "docs").glob("*.md")) <= pages
+
+
+def _one_template(tmp_path: Path, text: str) -> Path:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "broken.md").write_text(text, encoding="utf8")
+    return pages
+
+
+def test_a_placeholder_naming_a_missing_key_fails_with_the_key_and_the_template(
+        report: ModuleType, tmp_path: Path) -> None:
+    pages = _one_template(tmp_path, "# A page\n\nratio {{ inversion-cpu:ratio_mediann | .1f }}×\n")
+    with pytest.raises(report.TemplateError) as err:
+        report.render_all(pages=pages)
+    message = str(err.value)
+    assert "broken.md:3" in message and "ratio_mediann" in message and "ratio_median" in message, message
+
+
+def test_a_placeholder_naming_a_missing_file_fails_with_the_file_and_the_template(
+        report: ModuleType, tmp_path: Path) -> None:
+    pages = _one_template(tmp_path, "x {{ recorded/no-such-run:psnr | .2f }}\n")
+    with pytest.raises(report.TemplateError) as err:
+        report.render_all(pages=pages)
+    message = str(err.value)
+    assert "broken.md:1" in message and "benchmarks/results/recorded/no-such-run.json" in message, message
+
+
+def test_a_placeholder_without_a_source_or_with_a_bad_format_fails(report: ModuleType, tmp_path: Path) -> None:
+    for text, expected in (("{{ ratio_median }}", "names no source"),
+                           ("{{ inversion-cpu:command | .2f }}", "format '.2f' applied to the text"),
+                           ("{{ inversion-cpu:adam_lr_sweep }}", "not a number or text")):
+        with pytest.raises(report.TemplateError, match=expected):
+            report.substitute(text, "t.md", report.Sources())
+
+
+def test_the_syntax(report: ModuleType) -> None:
+    sources = report.Sources()
+    render = report.substitute
+    assert render("{{ inversion-cpu:adam_lr_sweep.0.4 | .4f }}", "t", sources) == "0.0124"  # a key with a dot
+    assert render("{{ attack-cpu:pgd_sweep.steps=3.success | *100 | .0f }}%", "t", sources) == "68%"
+    assert render("{{ core_inversion-cpu:jiio.Anderson-II.ratio_median - core_inversion-cpu:jiio.Anderson-I.ratio_median"
+                  " | .1f }}", "t", sources) == "9.0"
+    assert render("{{ inversion-cpu:jiio_cpu_seconds | max | .2f }} s", "t", sources) == "1.53 s"
+    assert render("written as \\{{ a:b }}", "t", sources) == "written as {{ a:b }}"
+
+
+def test_check_names_the_page_and_its_first_differing_line(report: ModuleType, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    template = sorted(report.PAGES.glob("*.md"))[0]
+    banner = report.banner
+    monkeypatch.setattr(report, "banner", lambda t: banner(report.PAGES / t.name))  # the committed template's
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    lines = template.read_text(encoding="utf8").splitlines(keepends=True)
+    lines[2] = "a line that the committed page does not have\n"
+    (pages / template.name).write_text("".join(lines), encoding="utf8")
+    problems = report.check(pages=pages)
+    page = report.page_of(template).relative_to(ROOT).as_posix()
+    differs = [p for p in problems if p.startswith(f"{page} differs")]
+    # the banner line comes first, so template line 3 is page line 5
+    assert differs and "line 5: rendered 'a line that the committed page does not have'" in differs[0], problems
+
+
+def test_figures_need_a_file_and_a_producer(report: ModuleType, tmp_path: Path) -> None:
+    page = ROOT / "docs" / "some-page.md"
+    problems = report.check_figures({page: "![a figure](img/not-drawn-by-anyone.png)\n"
+                                            "![listed](img/jiio-vs-adam-cpu.png)\n"})
+    assert problems == [
+        "docs/some-page.md: image img/not-drawn-by-anyone.png does not exist",
+        "docs/some-page.md: image img/not-drawn-by-anyone.png has no producer in benchmarks/report.py FIGURES",
+    ]
+    for rel, command in report.FIGURES.items():
+        assert (ROOT / "docs" / rel).is_file() and command.strip(), rel
+    assert {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs" / "img").glob("*.png")} <= set(report.FIGURES)
+
+
+def test_main_check_exits_non_zero_naming_the_page(report: ModuleType, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results)
+    data = json.loads((results / "inversion-cpu.json").read_text(encoding="utf8"))
+    data["ratio_median"] = 99.0
+    (results / "inversion-cpu.json").write_text(json.dumps(data), encoding="utf8")
+    assert report.main(["--check", "--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert "docs/index.md differs" in err and "99.0×" in err, err
