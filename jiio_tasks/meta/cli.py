@@ -20,7 +20,7 @@ def _config(args: argparse.Namespace) -> Any:
                             adam_lr=args.adam_lr, deq_iterations=args.deq_iterations,
                             backward_iterations=args.backward_iterations,
                             normalized_x_step=False if args.plain_x_step else None),
-        maml_steps=args.maml_steps, jac_reg=getattr(args, "jac_reg", None),
+        maml_steps=args.maml_steps, maml_lr=args.maml_lr, maml_net=args.maml_net, jac_reg=getattr(args, "jac_reg", None),
         data=args.data, data_root=args.data_root,
     )
 
@@ -101,6 +101,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="inner Adam learning rate with --method adam (default: %(default)s)")
     p.add_argument("--maml-steps", type=int, default=1,
                    help="inner adaptation steps with --method maml (default: %(default)s)")
+    p.add_argument("--maml-lr", type=float, default=0.4,
+                   help="inner (fast) learning rate with --method maml (default: %(default)s)")
+    p.add_argument("--maml-net", choices=("cnn", "l2l-fc"), default="cnn",
+                   help="network of --method maml: cnn (3 conv blocks, 32 channels) or l2l-fc (learn2learn's "
+                   "OmniglotFC; its Omniglot example also uses --maml-lr 0.5 --lr 0.003 --meta-batch 32) "
+                   "(default: %(default)s)")
     p.add_argument("--eval-tasks", type=int, default=100,
                    help="fixed meta-test tasks for the accuracy (default: %(default)s)")
     p.add_argument("--data", choices=("embedded", "omniglot"), default="embedded",

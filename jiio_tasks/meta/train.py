@@ -17,7 +17,8 @@ is drawn per shard: there a data-parallel step matches one process in distributi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -253,6 +254,18 @@ class SmallCNN(nn.Module):
         return out
 
 
+def maml_network(kind: str, ways: int, in_channels: int, image_size: int) -> nn.Module:
+    """A fresh network of the MAML baseline (see ``MetaTrainConfig.maml_net``)."""
+    if kind == "cnn":
+        return SmallCNN(ways, in_channels=in_channels)
+    if kind == "l2l-fc":
+        from learn2learn.vision.models import OmniglotFC
+
+        net: nn.Module = OmniglotFC(in_channels * image_size * image_size, ways)
+        return net
+    raise ValueError(f"maml_net must be 'cnn' or 'l2l-fc', got {kind!r}")
+
+
 def maml_step(maml: Any, batch: TaskBatch, adapt_steps: int) -> tuple[Tensor, float]:
     """Mean query loss (differentiable in the meta-parameters) and accuracy over the batch."""
     losses, accs = [], []
@@ -285,6 +298,11 @@ class MetaTrainConfig:
     inner: InnerSettings = attrs.field(factory=InnerSettings, validator=attrs.validators.instance_of(InnerSettings))
     maml_lr: float = attrs.field(default=0.4, validator=number_in(0.0, low_open=True))
     maml_steps: int = attrs.field(default=1, validator=int_in(1))
+    maml_net: str = attrs.field(default="cnn", validator=one_of("cnn", "l2l-fc"))
+    """The MAML baseline's network: ``"cnn"`` ([`SmallCNN`][jiio_tasks.meta.train.SmallCNN]) or ``"l2l-fc"``,
+    learn2learn's ``OmniglotFC`` (4 linear–BatchNorm–ReLU blocks, 256-128-64-64), the network of
+    learn2learn's Omniglot MAML example (whose other settings are fast lr 0.5, 1 adaptation step,
+    Adam at 3e-3 over 32 tasks per step: ``--maml-lr 0.5 --lr 0.003 --meta-batch 32``)."""
     eval_tasks: int = attrs.field(default=100, validator=int_in(1))
     log_every: int = attrs.field(default=10, validator=int_in(1))
     save_every: int = attrs.field(default=50, validator=int_in(1))
@@ -306,7 +324,9 @@ def _model(cfg: MetaTrainConfig) -> nn.Module:
 
         m = get_config(cfg.config).model
         channels = m.image_channels if isinstance(m, MDEQConfig) else 1
-        return l2l.algorithms.MAML(SmallCNN(cfg.ways, in_channels=channels), lr=cfg.maml_lr)  # type: ignore[no-any-return]
+        size = m.image_size if isinstance(m, MDEQConfig) else 28
+        return l2l.algorithms.MAML(maml_network(cfg.maml_net, cfg.ways, channels, size),  # type: ignore[no-any-return]
+                                   lr=cfg.maml_lr)
     zm = build_model(get_config(cfg.config))
     layer = zm.layer
     if isinstance(layer, MDEQLayer) and isinstance(layer.injection, FiLMInjection):
@@ -390,9 +410,12 @@ def tasksets(cfg: MetaTrainConfig) -> tuple[TaskSet, TaskSet]:
     return train_ts, test_ts
 
 
-def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Meta-train for ``cfg.steps`` steps in total (resuming from ``run`` if it holds a state);
-    returns the final metrics (meta-test accuracy) written to ``metrics.json``.
+    returns the final metrics (meta-test accuracy) written to ``metrics.json``. ``clock`` times
+    the steps (the logged ``seconds`` and the ``max_minutes`` budget; ``time.process_time`` for
+    CPU time).
 
     ``env`` (default: one process) is this process's place in a data-parallel job (DEQ
     methods only; docs/distributed.md): every rank draws the same global meta-batch of tasks
@@ -426,7 +449,7 @@ def train(run: RunDir, cfg: MetaTrainConfig, progress: bool = True, env: DistEnv
         config={**attrs.asdict(cfg), "lr": lr, "jac_reg": lam, "world_size": env.world_size},
         steps=cfg.steps, save_every=cfg.save_every, log_every=cfg.log_every,
         max_seconds=None if cfg.max_minutes is None else 60.0 * cfg.max_minutes,
-        progress=progress, title=f"meta/{cfg.method}", env=env, metrics=logged,
+        progress=progress, title=f"meta/{cfg.method}", env=env, metrics=logged, clock=clock,
         panels={"loss": "query cross-entropy", "query_accuracy": "query accuracy", "jacobian": "Jacobian penalty"},
         # the task stream (TaskSet's private `random` state) continues where the saved run left it
         state=lambda: {"taskset_rng": train_ts.rng_state()},
@@ -475,20 +498,26 @@ def save_maml(maml: nn.Module, path: Path, cfg: MetaTrainConfig) -> Path:
     """Write the MAML baseline's meta-learned network ([`SmallCNN`][jiio_tasks.meta.train.SmallCNN] weights, its shape and
     the MAML settings) atomically to ``path``; read back with [`load_maml`][jiio_tasks.meta.train.load_maml]."""
     net: Any = getattr(maml, "module", maml)  # learn2learn's MAML wraps the network as .module
-    payload = {"format": MAML_FORMAT, "ways": cfg.ways, "in_channels": int(net.features[0].in_channels),
-               "maml_lr": cfg.maml_lr, "maml_steps": cfg.maml_steps, "state_dict": net.state_dict()}
+    m = get_config(cfg.config).model
+    channels = m.image_channels if isinstance(m, MDEQConfig) else 1
+    size = m.image_size if isinstance(m, MDEQConfig) else 28
+    payload = {"format": MAML_FORMAT, "ways": cfg.ways, "in_channels": channels, "image_size": size,
+               "net": cfg.maml_net, "maml_lr": cfg.maml_lr, "maml_steps": cfg.maml_steps,
+               "state_dict": net.state_dict()}
     atomic_torch_save(path, payload)
     return path
 
 
-def load_maml(path: str | Path) -> SmallCNN:
-    """The [`SmallCNN`][jiio_tasks.meta.train.SmallCNN] saved by [`save_maml`][jiio_tasks.meta.train.save_maml] (read as data only)."""
+def load_maml(path: str | Path) -> nn.Module:
+    """The MAML network ([`SmallCNN`][jiio_tasks.meta.train.SmallCNN] or learn2learn's ``OmniglotFC``) saved by
+    [`save_maml`][jiio_tasks.meta.train.save_maml] (read as data only)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise RunError(f"cannot read MAML checkpoint {path}: {str(err).strip().splitlines()[0]}") from err
     if not isinstance(payload, dict) or payload.get("format") != MAML_FORMAT:
         raise RunError(f"{path} is not a MAML checkpoint of jiio (format {payload.get('format')!r})")
-    net = SmallCNN(int(payload["ways"]), in_channels=int(payload["in_channels"]))
+    net = maml_network(str(payload.get("net", "cnn")), int(payload["ways"]), int(payload["in_channels"]),
+                       int(payload.get("image_size", 28)))
     net.load_state_dict(payload["state_dict"])
     return net

@@ -135,13 +135,15 @@ def test_config_rejects_unknown_method() -> None:
         MetaTrainConfig(method="sgd")
 
 
-def test_maml_run_saves_its_network_and_accuracy_is_that_of_the_saved_network(tmp_path: Path) -> None:
+@pytest.mark.parametrize("net", ["cnn", "l2l-fc"])
+def test_maml_run_saves_its_network_and_accuracy_is_that_of_the_saved_network(tmp_path: Path, net: str) -> None:
     import learn2learn as l2l
 
     from jiio_tasks.meta.train import evaluate, load_maml, tasksets, train
     from jiio_tasks.runs import RunDir
 
-    cfg = MetaTrainConfig(method="maml", steps=2, meta_batch=2, query_shots=1, eval_tasks=4, log_every=1)
+    cfg = MetaTrainConfig(method="maml", steps=2, meta_batch=2, query_shots=1, eval_tasks=4, log_every=1,
+                          maml_net=net)
     final = train(RunDir(tmp_path / "maml"), cfg, progress=False)
     net = load_maml(final["checkpoint"])
     state = torch.load(tmp_path / "maml" / "state.pt", weights_only=True)["modules"]["model"]
