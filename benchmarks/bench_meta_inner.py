@@ -13,6 +13,11 @@ forward solve and implicit backward solve. Two definitions of "equal loss":
 (b) JIIO's working point: the target is the loss of JIIO with the config's iterations (as in
     meta-training), and Adam's trace gives the steps it needs to reach it.
 
+Adam's learning rate (unless ``--adam-lr`` is given) is chosen on ``--val-tasks`` meta-*train*
+tasks (a fixed seeded draw, never the test tasks): Adam-``--adam-steps``'s mean support loss at
+equilibrium, over a grid extended until the best rate is interior
+([`jiio_tasks.speed.interior_sweep`][jiio_tasks.speed.interior_sweep]).
+
 Times are medians of ``--repeats`` runs after one warm-up run. Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` above the memory in use before the run; on CPU (Linux)
 the peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``) above the
@@ -38,7 +43,7 @@ import torch
 from torch import Tensor
 
 import jiio_zoo
-from jiio_tasks.meta.splits import meta_test_tasks
+from jiio_tasks.meta.splits import meta_test_tasks, meta_train_tasks
 from jiio_tasks.meta.tasks import TaskBatch, collate
 from jiio_tasks.meta.train import (
     InnerSettings,
@@ -47,6 +52,7 @@ from jiio_tasks.meta.train import (
     jiio_inner,
     support_loss,
 )
+from jiio_tasks.speed import interior_sweep
 from jiio_zoo.model import ZooModel
 
 
@@ -60,6 +66,24 @@ def _setup(args: argparse.Namespace) -> tuple[ZooModel, TaskBatch]:
                            count=cfg.eval_tasks)
     batch = collate([test[i] for i in range(args.tasks)])
     return model, TaskBatch(batch.images.to(args.device), batch.labels.to(args.device), batch.support)
+
+
+def _choose_adam_lr(model: ZooModel, args: argparse.Namespace) -> tuple[float, dict[float, float]]:
+    """Adam's learning rate with the lowest mean support loss (at equilibrium) after
+    ``--adam-steps`` steps on ``--val-tasks`` meta-train tasks."""
+    cfg = MetaTrainConfig()
+    stream = meta_train_tasks(config=cfg.config, ways=cfg.ways, shots=cfg.shots, query_shots=cfg.query_shots,
+                              seed=10_000 + args.seed)
+    val = collate([stream.sample() for _ in range(args.val_tasks)])
+    val = TaskBatch(val.images.to(args.device), val.labels.to(args.device), val.support)
+
+    def score(lr: float) -> float:
+        inner = InnerSettings(adam_steps=args.adam_steps, adam_lr=lr)
+        with torch.no_grad():
+            x = adam_inner(model, val, inner).x
+        return float(support_loss(model, val, x, inner).mean())
+
+    return interior_sweep(score, [0.03, 0.1, 0.3])
 
 
 def _run(model: ZooModel, batch: TaskBatch, method: str, inner: InnerSettings) -> Tensor:
@@ -135,7 +159,9 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="checkpoint (default: the shipped weights)")
     parser.add_argument("--tasks", type=int, default=10, help="meta-test tasks in the batch")
     parser.add_argument("--adam-steps", type=int, default=20)
-    parser.add_argument("--adam-lr", type=float, default=0.1)
+    parser.add_argument("--adam-lr", type=float, default=None,
+                        help="Adam's learning rate (default: swept on --val-tasks meta-train tasks)")
+    parser.add_argument("--val-tasks", type=int, default=10, help="meta-train tasks for the Adam lr sweep")
     parser.add_argument("--max-iter", type=int, default=200, help="JIIO iterations of the trace run")
     parser.add_argument("--step-up", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
@@ -149,7 +175,13 @@ def main() -> None:
                         help=argparse.SUPPRESS)  # internal: one run (JIIO: --max-iter iterations)
     args = parser.parse_args()
     model, batch = _setup(args)
-    base = InnerSettings(adam_steps=args.adam_steps, adam_lr=args.adam_lr)
+    sweep: dict[float, float] = {}
+    if args.adam_lr is None and args.memory_only is None:
+        args.adam_lr, sweep = _choose_adam_lr(model, args)
+        print("Adam lr sweep on meta-train tasks (support loss after "
+              f"{args.adam_steps} steps): " + ", ".join(f"{k:g}: {v:.4f}" for k, v in sorted(sweep.items()))
+              + f" -> {args.adam_lr:g}")
+    base = InnerSettings(adam_steps=args.adam_steps, adam_lr=args.adam_lr or 0.1)
     if args.memory_only is not None:
         print(_peak_memory(model, batch, args.memory_only, attrs.evolve(base, iterations=args.max_iter),
                            args.device))
@@ -227,6 +259,7 @@ def main() -> None:
     summary = [
         f"`glyphs_meta_small` ({'shipped weights' if args.weights is None else args.weights}), {args.tasks} "
         f"meta-test tasks (5-way 1-shot), inner loss = support cross-entropy + {base.reg}·‖x‖² from x = 0; "
+        f"Adam's lr {base.adam_lr:g}" + (f" (swept on {args.val_tasks} meta-train tasks)" if sweep else "") + "; "
         "every loss re-evaluated at the DEQ equilibrium of the returned task vector. Peak memory: peak "
         "resident set above the start, each row in a fresh process (CPU).",
         "",
@@ -242,7 +275,9 @@ def main() -> None:
     ]
     speedup = ratio_a if ratio_a is not None else None
     result = {
-        "tasks": args.tasks, "adam_steps": args.adam_steps, "adam_seconds": adam_time, "adam_loss": target,
+        "tasks": args.tasks, "adam_steps": args.adam_steps, "adam_lr": base.adam_lr,
+        "adam_lr_sweep": {str(k): v for k, v in sorted(sweep.items())}, "val_tasks": args.val_tasks,
+        "adam_seconds": adam_time, "adam_loss": target,
         "jiio_iterations_to_adam_loss": k if ratio_a is not None else None,
         "speedup": speedup, "speedup_at_jiio_working_point": ratio_b,
         "adam_peak_bytes": mems.get("adam"), "jiio_peak_bytes": mems.get("jiio"),

@@ -19,7 +19,7 @@ Protocol (decided before any run; nothing here was tuned on the held-out faces):
   to target is the training CPU time at its first evaluation at or above it (none if never).
   The speed-up of an arm is ``cold40``'s time to target over the arm's.
 
-Run: ``python benchmarks/warm_start.py [--seeds 0,1,2] [--cpu-minutes 6] [--eval-every 4]``.
+Run: ``python benchmarks/warm_start.py [--seeds 0,1,2] [--cpu-minutes 4] [--eval-every 8]``.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def main() -> None:
     C.add_common_args(parser)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--arms", default="cold40,cold20,warm20")
-    parser.add_argument("--cpu-minutes", type=float, default=6.0, help="training CPU budget per arm")
-    parser.add_argument("--eval-every", type=int, default=4)
+    parser.add_argument("--cpu-minutes", type=float, default=4.0, help="training CPU budget per arm (minutes)")
+    parser.add_argument("--eval-every", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     device = C.setup(args)
