@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from jiio_core._checks import finite_rows
-from jiio_core.validators import int_in, number_in
+from jiio_core.validators import int_in, number_in, optional
 
 S = TypeVar("S")
 
@@ -139,6 +139,10 @@ class _Anderson(Accelerator[AndersonState]):
     beta: float = attrs.field(default=1.0, validator=number_in(0.0, 1.0, low_open=True))
     ridge: float = attrs.field(default=1e-8, validator=number_in(0.0))
     """Tikhonov term relative to the Gram matrix's scale (mean of its diagonal)."""
+    balance_until: int | None = attrs.field(default=None, validator=optional(int_in(0)))
+    """With a block layout ([`init_blocks`][jiio_core.accelerators.Accelerator.init_blocks]): weigh the
+    blocks alike only in the first ``balance_until`` updates, then use the plain Euclidean metric
+    (the per-block Gram is kept either way, so the switch is free); ``None``: throughout."""
 
     type_one = False
 
@@ -251,7 +255,11 @@ class _Anderson(Accelerator[AndersonState]):
 
         a = gram[..., :n, :n]
         dx_sq, df_sq = state.dx_sq[..., :n], state.df_sq[..., :n]
-        if blocks is not None:  # the block-balanced metric at the current residual
+        if blocks is not None and self.balance_until is not None and state.count > self.balance_until:
+            # past the balanced phase: the Euclidean metric is the unweighted sum over blocks
+            a, rhs = a.sum(1), rhs.sum(1)
+            dx_sq, df_sq = dx_sq.sum(1), df_sq.sum(1)
+        elif blocks is not None:  # the block-balanced metric at the current residual
             # a choice of metric held constant by autograd (the unrolled derivative): its own
             # derivative is of the size 1/‖f‖ and would not vanish as the iteration converges
             w2 = balanced_weights(f.detach(), blocks)  # (B, K)

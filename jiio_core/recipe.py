@@ -81,6 +81,10 @@ class SolveSettings:
     (``faces_gen_small``: 20 → 16 to Adam-40's loss; ``digits_adv_small``: 35 → 30 to PGD-20's
     success), but less robust late in a solve (held-out faces degraded after 64 iterations;
     Anderson-II failed to converge on a small problem solved to 1e-13): opt in per solve."""
+    balance_until: int | None = attrs.field(default=None, validator=optional(int_in(0)))
+    """With ``balance_blocks``: weigh the blocks alike in the first ``balance_until`` Anderson
+    updates only, then the Euclidean metric (``None``: throughout; see
+    [`AndersonI.balance_until`][jiio_core.accelerators.AndersonI.balance_until])."""
     check_every: int = attrs.field(default=5, validator=int_in(1))
     forward_max_iter: int = attrs.field(default=50, validator=int_in(1))
     """Budget of a plain DEQ forward solve ([`deq_solver`][jiio_core.recipe.SolveSettings.deq_solver], [`JointProblem.equilibrium`][jiio_core.problem.JointProblem.equilibrium])."""
@@ -103,9 +107,9 @@ class SolveSettings:
         if self.accelerator == "picard":
             return Picard()
         if self.accelerator == "anderson1":
-            return AndersonI(memory=self.memory)
+            return AndersonI(memory=self.memory, balance_until=self.balance_until)
         if self.accelerator == "anderson2":
-            return AndersonII(memory=self.memory)
+            return AndersonII(memory=self.memory, balance_until=self.balance_until)
         return Broyden(memory=self.memory)
 
     def make_damping(self) -> Damping:

@@ -731,6 +731,28 @@ def test_balanced_metric_is_invariant_to_the_units_of_each_block(cls: type) -> N
     assert gap > 1e-4
 
 
+@pytest.mark.parametrize("cls", [AndersonI, AndersonII])
+def test_balance_until_switches_to_the_euclidean_metric(cls: type) -> None:
+    """``balance_until = u``: updates 1..u use the block-balanced metric, later ones the plain
+    one, on the same history (each proposal equals the matching einsum reference)."""
+    b, memory, blocks, until = 2, 3, (10, 6, 2), 4
+    n = sum(blocks)
+    pairs = _history_pairs(2 * memory + 4, b, n, seed=35)
+    scale = torch.cat([torch.ones(10), torch.full((6,), 1e-2), torch.full((2,), 20.0)]).to(DT)
+    pairs = [(v * scale, gv * scale) for v, gv in pairs]
+    kw = dict(type_one=cls is AndersonI, memory=memory, beta=1.0, ridge=1e-8)
+    blocked = _reference_anderson(pairs, blocks=blocks, **kw)
+    plain = _reference_anderson(pairs, **kw)
+    acc = cls(memory=memory, balance_until=until)
+    state = acc.init_blocks(torch.zeros(b, n, dtype=DT), blocks)
+    gaps = []
+    for i, (v, gv) in enumerate(pairs):
+        nxt, state = acc.update(state, v, gv, torch.ones(b, dtype=torch.bool))
+        torch.testing.assert_close(nxt, blocked[i] if i <= until else plain[i], rtol=1e-10, atol=1e-11)
+        gaps.append(float((blocked[i] - plain[i]).abs().max()))
+    assert max(gaps[1:]) > 1e-6  # the two metrics do differ here
+
+
 def test_bad_block_layout_is_named() -> None:
     with pytest.raises(ValueError, match="summing to the state width 10"):
         AndersonI(memory=3).init_blocks(torch.zeros(2, 10, dtype=DT), (4, 5))

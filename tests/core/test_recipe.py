@@ -46,6 +46,8 @@ def test_problem_carries_every_setting() -> None:
     pieces = (TanhLayer(4, 2), QuadraticLoss(4, 3))
     assert not SolveSettings().problem(*pieces, x_shape=(2,)).balance_blocks
     assert SolveSettings(balance_blocks=True).problem(*pieces, x_shape=(2,)).balance_blocks
+    until = SolveSettings(balance_blocks=True, balance_until=6).problem(*pieces, x_shape=(2,)).accelerator
+    assert isinstance(until, AndersonI) and until.balance_until == 6
     assert isinstance(p.outer, ImplicitKKT) and p.outer.max_iter == 44 and p.outer.tol == 1e-8
     assert p.jacobian_penalty is not None and (p.jacobian_penalty.probes, p.jacobian_penalty.start) == (3, 4)
     solver = s.deq_solver()
