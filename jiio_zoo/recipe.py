@@ -43,6 +43,8 @@ def settings(config: ZooConfig | SolverConfig, *, iterations: int | None = None,
         max_iter=s.jiio_iterations if iterations is None else iterations,
         forward_max_iter=s.forward_threshold,
         backward_max_iter=s.backward_threshold,
+        balance_blocks=s.balanced_iterations > 0,
+        balance_until=s.balanced_iterations or None,
     )
     return base.evolve(**overrides) if overrides else base
 

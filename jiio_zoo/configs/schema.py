@@ -249,6 +249,10 @@ class SolverConfig:
     epsilon: float | None = attrs.field(
         default=None, validator=optional(number_in(0.0, low_open=True))
     )
+    balanced_iterations: int = attrs.field(default=0, validator=int_in(0, 100_000))
+    """Anderson weighs the ``z``, ``μ`` and ``x`` blocks of the joint residual alike in its first
+    ``balanced_iterations`` updates, then uses the Euclidean metric
+    ([`SolveSettings.balance_until`][jiio_core.recipe.SolveSettings.balance_until]); 0: Euclidean throughout."""
 
     @damping.validator
     def _check_damping(self, attribute: attrs.Attribute[Any], value: object) -> None:

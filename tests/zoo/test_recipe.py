@@ -22,6 +22,7 @@ _SOLVER_CHANGES: dict[str, object] = {
     "damping_x_switch": 0.004,
     "damping_x_switch_iter": 9,
     "jiio_iterations": 55,
+    "balanced_iterations": 7,
 }
 
 
@@ -50,6 +51,11 @@ def test_mapping_is_field_for_field() -> None:
     assert settings(s, iterations=100).switch_at == 65
     assert isinstance(settings(attrs.evolve(s, accelerator="broyden", broyden_memory=5)).make_accelerator(), Broyden)
     assert isinstance(deq_solver(get_config("glyphs_meta_small")).accelerator, AndersonII)
+    assert (st.balance_blocks, st.balance_until) == (False, None)
+    bal = settings(attrs.evolve(s, balanced_iterations=25))
+    assert (bal.balance_blocks, bal.balance_until) == (True, 25)
+    acc = bal.make_accelerator()
+    assert isinstance(acc, AndersonI) and acc.balance_until == 25
     assert isinstance(deq_solver(get_config("faces_gen_small")).accelerator, AndersonI)
 
 
@@ -58,7 +64,9 @@ def test_every_catalogue_entry_builds_its_settings(name: str) -> None:
     cfg = get_config(name)
     st = settings(cfg)
     assert st.max_iter == cfg.solver.jiio_iterations
-    if cfg.task in ("adversarial", "meta"):
+    m = cfg.model
+    task_head = getattr(m, "task_head_dim", 0) > 0
+    if cfg.task == "adversarial" or (cfg.task == "meta" and not task_head):
         assert st.x_step == "normalized"  # α_x is a step length there (the original code)
     else:
         assert st.x_step == "gradient"
