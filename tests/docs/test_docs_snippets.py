@@ -35,6 +35,6 @@ def test_zoo_snippet_runs_and_prints_its_stated_output() -> None:
     model = load("faces_gen_small")
     recipe = joint_problem(model, model.objective())
     snippet = namespace["problem"]
-    for attr in ("damping", "max_iter", "x_shape"):
+    for attr in ("damping", "max_iter", "x_shape", "balance_blocks"):
         assert getattr(snippet, attr) == getattr(recipe, attr), attr
     assert snippet.accelerator == recipe.accelerator  # type: ignore[attr-defined]
