@@ -44,6 +44,8 @@ def train_args(p: argparse.ArgumentParser, default_config: str) -> None:
                    "cache saved with the run) instead of x = 0")
     p.add_argument("--warm-start-max-age", type=int, default=None, metavar="STEPS",
                    help="with --warm-start: ignore cached latents older than this many steps (default: never)")
+    p.add_argument("--warm-start-state", action="store_true",
+                   help="with --warm-start: also start each example's DEQ state from its cached equilibrium")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to train; under torchrun each process uses cuda:LOCAL_RANK (nccl) or the CPU "
                    "(gloo) (default: %(default)s)")
@@ -123,4 +125,5 @@ def settings_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     training options."""
     return {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr, "jac_reg": args.jac_reg,
             "iterations": args.iterations, "save_every": args.save_every, "seed": args.seed,
-            "warm_start": args.warm_start, "warm_start_max_age": args.warm_start_max_age}
+            "warm_start": args.warm_start, "warm_start_max_age": args.warm_start_max_age,
+            "warm_start_state": args.warm_start_state}

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from jiio_core import JointProblem, Relation
+from jiio_core.state import State, StateSpec
 from jiio_core.validators import int_in, number_in, one_of, optional
 from jiio_tasks.distributed import DistEnv
 from jiio_tasks.imaging.data import ImageSource, from_model, to_model
@@ -60,6 +61,9 @@ class DecoderSettings:
     ([`LatentCache`][jiio_tasks.imaging.warmstart.LatentCache]) instead of ``x = 0``."""
     warm_start_max_age: int | None = attrs.field(default=None, validator=optional(int_in(0)))
     """With ``warm_start``: ignore cached latents older than this many steps (``None``: never)."""
+    warm_start_state: bool = attrs.field(default=False, validator=one_of(True, False))
+    """With ``warm_start``: also start ``z`` from the example's cached equilibrium state (else
+    the layer's initial state)."""
 
 
 class DecoderStep(nn.Module):
@@ -70,9 +74,10 @@ class DecoderStep(nn.Module):
     the global batch size, to be summed over the ranks (``wrap(..., reduce="sum")``): every
     sample's cotangent is then the same as in one process, which matters because the implicit
     backward solves stop at an absolute tolerance. Without it the loss is the batch mean.
-    ``x0``: the solve's starting latents (default zeros; warm starts). Returns the loss and,
-    detached, the shard's sums of the outer loss, inner loss and penalty, the per-sample KKT
-    residuals (for logging) and the latents found.
+    ``x0``/``z0``: the solve's starting latents and state (default zeros and the layer's
+    initial state; warm starts). Returns the loss and, detached, the shard's sums of the outer
+    loss, inner loss and penalty, the per-sample KKT residuals (for logging), the latents found
+    and their states, packed ``(B, N)``.
     """
 
     def __init__(self, model: ZooModel, problem: JointProblem, lam: float, global_batch: int | None = None) -> None:
@@ -84,16 +89,16 @@ class DecoderStep(nn.Module):
 
     def forward(
         self, clean: Tensor, observed: Tensor | None = None, operator: Measurement | None = None,
-        x0: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        x0: Tensor | None = None, z0: State | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         problem: JointProblem = self.problem  # type: ignore[assignment]
         if observed is not None:
             if operator is None:
                 raise ValueError("DecoderStep: an observed batch needs its measurement operator")
-            sol = problem.solve(observed, x0, context=operator)
+            sol = problem.solve(observed, x0, context=operator, z0=z0)
             outer = mse(self.model.decode(sol.z), clean)
         else:
-            sol = problem.solve(clean, x0)
+            sol = problem.solve(clean, x0, z0=z0)
             outer = sol.loss
         n = clean.shape[0]
         jac = sol.jacobian_penalty
@@ -102,8 +107,10 @@ class DecoderStep(nn.Module):
             loss = outer.mean() + (0.0 if jac is None else self.lam * jac_sum / n)
         else:
             loss = (outer.sum() + self.lam * jac_sum) / self.global_batch
+        z = sol.z
+        packed = StateSpec.of(z).pack(tuple(p.detach() for p in z) if isinstance(z, tuple) else z.detach())
         return (loss, outer.detach().sum(), sol.loss.detach().sum(), jac_sum.detach(),
-                sol.kkt_residual.detach(), sol.x.detach())
+                sol.kkt_residual.detach(), sol.x.detach(), packed)
 
 
 def train_decoder(
@@ -153,9 +160,14 @@ def train_decoder(
     corr = None if task is None else corruption(task, scale)
     opt = make_optimizer(model.parameters(), cfg, lr=lr)
     cache = None
+    spec: StateSpec | None = None
     if settings.warm_start:
         dtype = next(model.parameters()).dtype
-        cache = LatentCache(len(source), tuple(model.x_shape), settings.warm_start_max_age, dtype)
+        if settings.warm_start_state:
+            with torch.no_grad():
+                spec = StateSpec.of(model.layer.initial_state(torch.zeros(1, *model.x_shape, dtype=dtype)))
+        cache = LatentCache(len(source), tuple(model.x_shape), settings.warm_start_max_age, dtype,
+                            state_size=None if spec is None else spec.numel)
     loop = Loop(
         run_dir=run,
         model=model,
@@ -196,18 +208,23 @@ def train_decoder(
     def step_fn(step: int) -> StepResult:
         images, index = source.indexed_batch(batch)  # the same global batch on every rank
         clean = env.shard(to_model(images, act)).to(env.device)
-        x0 = hit = None
+        x0 = hit = z0 = None
         if cache is not None:
             start, hit = cache.lookup(index, step)
             x0 = env.shard(start).to(env.device, clean.dtype)
+            if spec is not None:
+                # rows without a usable entry start at the layer's initial state, as a cold solve
+                init = spec.pack(model.layer.initial_state(x0))
+                cached = env.shard(cache.lookup_state(index, step)).to(env.device, clean.dtype)
+                z0 = spec.unpack(torch.where(env.shard(hit).to(env.device).unsqueeze(1), cached, init))
         with env.rank_rng(settings.seed, step):
             if corr is not None:
                 op, observed = corr(clean)
-                loss, outer_sum, inner_sum, jac_sum, kkt, x = step_module(clean, observed, op, x0)
+                loss, outer_sum, inner_sum, jac_sum, kkt, x, z = step_module(clean, observed, op, x0, z0)
             else:
-                loss, outer_sum, inner_sum, jac_sum, kkt, x = step_module(clean, None, None, x0)
+                loss, outer_sum, inner_sum, jac_sum, kkt, x, z = step_module(clean, None, None, x0, z0)
         if cache is not None:
-            cache.store(index, env.gather(x), step)
+            cache.store(index, env.gather(x), step, None if spec is None else env.gather(z))
         # each shard's median KKT residual, averaged over the ranks by the metrics above
         sums = {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
                 "kkt_median": float(kkt.median())}

@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 WORLD = 2
 SETTINGS = TrainSettings(steps=2, batch_size=4, jac_reg=0.0, iterations=8, save_every=1, seed=3)
-WARM = attrs.evolve(SETTINGS, steps=3, warm_start=True)  # latents cached per example, gathered over ranks
+# latents and states cached per example, gathered over ranks
+WARM = attrs.evolve(SETTINGS, steps=3, warm_start=True, warm_start_state=True)
 
 
 def _train(run_dir: Path, settings: TrainSettings, env: DistEnv | None = None) -> torch.Tensor:
