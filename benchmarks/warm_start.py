@@ -6,8 +6,10 @@ Protocol (decided before any run; nothing here was tuned on the held-out faces):
   every arm of a seed), trained with ``jiio_tasks.generative.train`` on the 80 embedded training
   faces, batch ``--batch-size``, the config's optimiser and Jacobian penalty;
 - arms (``--arms``): ``cold40`` (the config's recipe: 40 JIIO iterations from ``x = 0``),
-  ``cold20`` (20 iterations from ``x = 0``: is it the cache or just fewer iterations?) and
-  ``warm20`` (20 iterations from each example's latent of its previous visit);
+  ``cold20`` (20 iterations from ``x = 0``: is it the cache or just fewer iterations?),
+  ``warm20`` / ``warm40`` (20 / 40 iterations from each example's latent of its previous visit,
+  ``z`` from the layer's initial state) and ``warmz20`` (20 iterations from the cached latent
+  *and* the cached equilibrium state, ``--warm-start-state``);
 - training time is the process CPU time of the training steps only (the loop's ``clock`` is
   ``time.process_time``; one thread), so evaluation and checkpointing are not counted and other
   jobs on the machine do not inflate it;
@@ -19,12 +21,16 @@ Protocol (decided before any run; nothing here was tuned on the held-out faces):
   to target is the training CPU time at its first evaluation at or above it (none if never).
   The speed-up of an arm is ``cold40``'s time to target over the arm's.
 
+``--reuse RESULTS.json`` takes the curves of arms already measured under the same settings (batch,
+budget, evaluation interval, seeds) from an earlier results file instead of training them again.
+
 Run: ``python benchmarks/warm_start.py [--seeds 0,1,2] [--cpu-minutes 4] [--eval-every 8]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -44,7 +50,9 @@ from jiio_tasks.imaging.problem import image_shape
 from jiio_tasks.imaging.splits import held_out_faces, training_stream
 from jiio_tasks.runs import RunDir
 
-ARMS = {"cold40": (False, 40), "cold20": (False, 20), "warm20": (True, 20), "warm40": (True, 40)}
+# arm: (warm start, iterations, cached state too)
+ARMS = {"cold40": (False, 40, False), "cold20": (False, 20, False), "warm20": (True, 20, False),
+        "warm40": (True, 40, False), "warmz20": (True, 20, True)}
 CONFIG = "faces_gen_small"
 
 
@@ -58,7 +66,7 @@ def held_out_psnr(model: jiio_zoo.ZooModel, faces: torch.Tensor) -> float:
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, faces: torch.Tensor, root: Path) -> list[dict[str, float]]:
-    warm, iterations = ARMS[arm]
+    warm, iterations, state = ARMS[arm]
     torch.manual_seed(seed)
     model = jiio_zoo.load(CONFIG, pretrained=False)
     c, h, _ = image_shape(model)
@@ -69,7 +77,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, faces: torch.Tensor, 
     while curve[-1]["cpu_seconds"] < args.cpu_minutes * 60:
         steps += args.eval_every
         settings = TrainSettings(steps=steps, batch_size=args.batch_size, iterations=iterations, seed=seed,
-                                 warm_start=warm, save_every=args.eval_every)
+                                 warm_start=warm, warm_start_state=state, save_every=args.eval_every)
         final = train(model, source, run, settings, progress=False, clock=time.process_time)
         curve.append({"step": steps, "cpu_seconds": float(final["train_seconds"]),
                       "psnr": held_out_psnr(model, faces)})
@@ -93,6 +101,8 @@ def main() -> None:
     parser.add_argument("--cpu-minutes", type=float, default=4.0, help="training CPU budget per arm (minutes)")
     parser.add_argument("--eval-every", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="take already measured arms from this results file (same settings)")
     args = parser.parse_args()
     device = C.setup(args)
     arms = args.arms.split(",")
@@ -100,10 +110,19 @@ def main() -> None:
         raise SystemExit(f"--arms must start with cold40 and name arms of {sorted(ARMS)}, got {args.arms!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
     faces = held_out_faces(size=32, channels=1)
+    old: dict[str, Any] = {}
+    if args.reuse is not None:
+        prev = json.loads(args.reuse.read_text(encoding="utf8"))
+        same = (prev["batch_size"], prev["cpu_minutes"], prev["eval_every"]) == (
+            args.batch_size, args.cpu_minutes, args.eval_every)
+        if not same or sorted(prev["curves"]) != sorted(str(s) for s in seeds):
+            raise SystemExit(f"--reuse {args.reuse}: measured with other settings or seeds")
+        old = prev["curves"]
     curves: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            curves[str(seed)] = {arm: run_arm(arm, seed, args, faces, Path(tmp)) for arm in arms}
+            curves[str(seed)] = {arm: (old[str(seed)][arm] if arm in old.get(str(seed), {})
+                                       else run_arm(arm, seed, args, faces, Path(tmp))) for arm in arms}
     rows: dict[str, dict[str, Any]] = {}
     for seed, by_arm in curves.items():
         target = by_arm["cold40"][-1]["psnr"]
@@ -126,7 +145,10 @@ def main() -> None:
     command = "python benchmarks/warm_start.py " + " ".join(sys.argv[1:])
     C.write("warm-start", args, device, {
         "config": CONFIG, "batch_size": args.batch_size, "cpu_minutes": args.cpu_minutes,
-        "eval_every": args.eval_every, "arms": {a: {"warm_start": ARMS[a][0], "iterations": ARMS[a][1]} for a in arms},
+        "eval_every": args.eval_every,
+        "arms": {a: {"warm_start": ARMS[a][0], "iterations": ARMS[a][1], "warm_start_state": ARMS[a][2]}
+                 for a in arms},
+        "reused": None if args.reuse is None else str(args.reuse),
         "curves": curves, "per_seed": rows, "summary": summary,
     }, command)
 
