@@ -18,7 +18,7 @@ tasks (a fixed seeded draw, never the test tasks): Adam-``--adam-steps``'s mean 
 equilibrium, over a grid extended until the best rate is interior
 ([`jiio_tasks.speed.interior_sweep`][jiio_tasks.speed.interior_sweep]).
 
-Times are medians of ``--repeats`` runs after one warm-up run. Peak memory: on CUDA
+Times are process CPU time (CUDA: wall time after a synchronize), the median of ``--repeats`` runs after one warm-up run, and every ratio comes with its min–max over the repeats. Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` above the memory in use before the run; on CPU (Linux)
 the peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``) above the
 resident size just before the run, in a fresh process per row.
@@ -99,16 +99,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn: Callable[[], Tensor], repeats: int, device: str) -> tuple[float, Tensor]:
+def _timed(fn: Callable[[], Tensor], repeats: int, device: str) -> tuple[list[float], Tensor]:
+    """Every repeat's seconds after one warm-up call: process CPU time on the CPU, wall time
+    after a synchronize on CUDA."""
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time
     out = fn()  # warm-up
     times = []
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         out = fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        times.append(clock() - start)
+    return times, out
+
+
+def _spread(num: list[float], den: list[float]) -> tuple[float, float]:
+    """Min and max of the per-repeat ratios ``num[i] / den[i]``."""
+    ratios = [a / b for a, b in zip(num, den, strict=True)]
+    return min(ratios), max(ratios)
 
 
 def _status_kib(field: str) -> int | None:
@@ -164,7 +173,7 @@ def main() -> None:
     parser.add_argument("--val-tasks", type=int, default=10, help="meta-train tasks for the Adam lr sweep")
     parser.add_argument("--max-iter", type=int, default=200, help="JIIO iterations of the trace run")
     parser.add_argument("--step-up", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu")
@@ -194,9 +203,12 @@ def main() -> None:
           f"{base.reg} ‖x‖², from x = 0")
 
     rows: list[tuple[str, float, float, str, InnerSettings]] = []
+    times: dict[str, list[float]] = {}
 
     def measure(label: str, method: str, inner: InnerSettings) -> tuple[float, float]:
-        seconds, x = _timed(lambda: _run(model, batch, method, inner), args.repeats, args.device)
+        runs, x = _timed(lambda: _run(model, batch, method, inner), args.repeats, args.device)
+        seconds = statistics.median(runs)
+        times[label] = runs
         loss = float(support_loss(model, batch, x, base).mean())
         rows.append((label, loss, seconds, method, inner))
         return seconds, loss
@@ -215,6 +227,7 @@ def main() -> None:
         k = min(k + args.step_up, args.max_iter)
     jiio_time, reached = measure(f"JIIO, {k} iterations", "jiio", inner)
     ratio_a = adam_time / jiio_time if reached <= target else None
+    spread_a = _spread(times[f"Adam, {args.adam_steps} steps"], times[f"JIIO, {k} iterations"])
 
     # (b) JIIO's working point: the target is JIIO-k0's support loss (k0: the config's
     # iterations, as in training); Adam steps to reach it, from Adam-N's trace
@@ -233,14 +246,17 @@ def main() -> None:
         steps += 1
     adam_b_time, got = measure(f"Adam, {steps} steps", "adam", adam_b)
     ratio_b = adam_b_time / jiio0_time if got <= target_b else None
+    spread_b = _spread(times[f"Adam, {steps} steps"], times[f"JIIO, {k0} iterations"])
 
     print(f"{'inner loop':<22} {'support loss':>12} {'seconds':>9}  peak memory")
     table = ["| inner loop | support loss | time | peak memory |", "|---|---|---|---|"]
     mems: dict[str, float] = {}
+    row_data: list[dict[str, object]] = []
     for label, loss, seconds, method, settings in rows:
         mem = "—" if args.no_memory else _memory_in_child(args, method, settings)
         print(f"{label:<22} {loss:>12.4f} {seconds:>9.3f}  {mem}")
         table.append(f"| {label} | {loss:.4f} | {seconds * 1e3:,.0f} ms | {mem} |")
+        row_data.append({"label": label, "method": method, "support_loss": loss, "seconds": seconds, "memory": mem})
         if mem.split(" ")[0].replace(".", "", 1).isdigit():
             mems[method] = max(mems.get(method, 0.0), float(mem.split(" ")[0]) * 2**20)
     print(f"(Adam steps: a DEQ solve of {base.deq_iterations} iterations and an implicit backward each; "
@@ -266,7 +282,8 @@ def main() -> None:
         *table,
         "",
         f"(a) the paper's definition, time to Adam-{args.adam_steps}'s support loss {target:.4f}: "
-        + (f"JIIO needs {k} iterations, **{ratio_a:.2f}×** faster." if ratio_a is not None else
+        + (f"JIIO needs {k} iterations, **{ratio_a:.2f}×** faster ({spread_a[0]:.2f}–{spread_a[1]:.2f} "
+           "over the repeats)." if ratio_a is not None else
            f"JIIO does **not** reach it within {args.max_iter} iterations, so there is no ratio."),
         "",
         f"(b) at JIIO's working point (JIIO-{k0}, as in meta-training; support loss {target_b:.4f}): "
@@ -280,8 +297,15 @@ def main() -> None:
         "adam_seconds": adam_time, "adam_loss": target,
         "jiio_iterations_to_adam_loss": k if ratio_a is not None else None,
         "speedup": speedup, "speedup_at_jiio_working_point": ratio_b,
+        "speedup_min": spread_a[0] if ratio_a is not None else None,
+        "speedup_max": spread_a[1] if ratio_a is not None else None,
+        "speedup_at_jiio_working_point_min": spread_b[0] if ratio_b is not None else None,
+        "speedup_at_jiio_working_point_max": spread_b[1] if ratio_b is not None else None,
+        "repeats": args.repeats, "seconds_per_repeat": times,
         "adam_peak_bytes": mems.get("adam"), "jiio_peak_bytes": mems.get("jiio"),
         "memory_ratio": (mems["jiio"] / mems["adam"]) if "jiio" in mems and mems.get("adam") else None,
+        "jiio_working_point_iterations": k0, "adam_steps_to_jiio_working_point": steps,
+        "rows": row_data, "table_markdown": "\n".join(table),
         "summary_markdown": "\n".join(summary),
     }
     C.write("meta", args, torch.device(args.device), result, "python " + " ".join(sys.argv))
