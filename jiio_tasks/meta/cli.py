@@ -69,7 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("jiio", "jiio-kkt", "adam", "maml"), default="jiio",
                    help="jiio: JIIO inner loop, FixedInput outer gradient (drops dx*/dθ); jiio-kkt: joint "
                    "support+query JIIO solve, ImplicitKKT gradient; adam: Adam inner loop on the same DEQ; "
-                   "maml: MAML on a small CNN (default: %(default)s)")
+                   "maml: MAML on a small network (--maml-net) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed (train: initialisation and the task stream; eval: the evaluation RNG) "
                    "(default: %(default)s)")
@@ -89,7 +89,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg", type=float, default=0.01,
                    help="weight of the ‖x‖² inner term (default: %(default)s)")
     p.add_argument("--plain-x-step", action="store_true",
-                   help="JIIO steps x by α_x·J_xᵀμ instead of along its normalised direction")
+                   help="JIIO steps x by α_x·J_xᵀμ even where the config's x_step is 'normalized' "
+                   "(default: the config's x_step)")
     p.add_argument("--deq-iterations", type=int, default=30,
                    help="DEQ solver iterations of the query images' solve (and of each Adam step) "
                    "(default: %(default)s)")
