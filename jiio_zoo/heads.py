@@ -177,30 +177,43 @@ class MDEQClassificationHead(Head):
         return restore_lead(self.classifier(y), lead)
 
 
-class PooledClassificationHead(Head):
+class _PooledFeatures(Head):
+    """Per-branch GN + average pooling to a ``ceil(pool_size / 2^i)`` square grid, concatenated:
+    the features of the meta-learning heads."""
+
+    def __init__(self, channels: Sequence[int], groups: int, pool_size: int) -> None:
+        super().__init__()
+        self.channels = tuple(channels)
+        self.grids = tuple(max(1, math.ceil(pool_size / 2**i)) for i in range(len(self.channels)))
+        self.norms = nn.ModuleList(group_norm(groups, c) for c in self.channels)
+        self.features = sum(c * g * g for c, g in zip(self.channels, self.grids, strict=True))
+
+    def pooled(self, z: State) -> tuple[Tensor, tuple[int, ...]]:
+        """The ``(N, features)`` pooled features of the flattened batch, and its leading shape."""
+        parts, lead = _parts(z, len(self.channels), type(self).__name__)
+        feats = [
+            F.adaptive_avg_pool2d(norm(p), g).flatten(1)
+            for norm, p, g in zip(self.norms, parts, self.grids, strict=True)
+        ]
+        return torch.cat(feats, dim=1), lead
+
+
+class PooledClassificationHead(_PooledFeatures):
     """Per-branch GN + average pooling to a ``ceil(pool_size / 2^i)`` square grid,
     concatenation and a linear classifier; returns logits ``(B, *lead, num_classes)``."""
 
     def __init__(
         self, channels: Sequence[int], num_classes: int, groups: int, pool_size: int = 1
     ) -> None:
-        super().__init__()
-        self.channels = tuple(channels)
-        self.grids = tuple(max(1, math.ceil(pool_size / 2**i)) for i in range(len(self.channels)))
-        self.norms = nn.ModuleList(group_norm(groups, c) for c in self.channels)
-        features = sum(c * g * g for c, g in zip(self.channels, self.grids, strict=True))
-        self.classifier = nn.Linear(features, num_classes)
+        super().__init__(channels, groups, pool_size)
+        self.classifier = nn.Linear(self.features, num_classes)
 
     def forward(self, z: State) -> Tensor:
-        parts, lead = _parts(z, len(self.channels), "PooledClassificationHead")
-        feats = [
-            F.adaptive_avg_pool2d(norm(p), g).flatten(1)
-            for norm, p, g in zip(self.norms, parts, self.grids, strict=True)
-        ]
-        return restore_lead(self.classifier(torch.cat(feats, dim=1)), lead)
+        feats, lead = self.pooled(z)
+        return restore_lead(self.classifier(feats), lead)
 
 
-class TaskLinearHead(Head):
+class TaskLinearHead(_PooledFeatures):
     """Pooled features of every branch (as [`PooledClassificationHead`][jiio_zoo.heads.PooledClassificationHead]) embedded
     in ``dim`` dimensions by a learned linear map; the classifier over that embedding is *task
     specific and part of the optimised input*: with ``x = [c; w]`` (``c`` the first ``offset``
@@ -219,19 +232,15 @@ class TaskLinearHead(Head):
 
     def __init__(self, channels: Sequence[int], num_classes: int, groups: int, pool_size: int, dim: int,
                  offset: int) -> None:
-        super().__init__()
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim (the task head's embedding size) must be an int >= 1, got {dim!r}")
         if not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset (where the classifier starts in x) must be an int >= 0, got {offset!r}")
-        self.channels = tuple(channels)
+        super().__init__(channels, groups, pool_size)
         self.num_classes = num_classes
         self.dim = dim
         self.offset = offset
-        self.grids = tuple(max(1, math.ceil(pool_size / 2**i)) for i in range(len(self.channels)))
-        self.norms = nn.ModuleList(group_norm(groups, c) for c in self.channels)
-        features = sum(c * g * g for c, g in zip(self.channels, self.grids, strict=True))
-        self.embed = nn.Linear(features, dim)
+        self.embed = nn.Linear(self.features, dim)
         self.log_scale = nn.Parameter(torch.zeros(()))
 
     @property
@@ -240,12 +249,8 @@ class TaskLinearHead(Head):
         return self.num_classes * self.dim
 
     def forward(self, z: State) -> Tensor:
-        parts, lead = _parts(z, len(self.channels), "TaskLinearHead")
-        feats = [
-            F.adaptive_avg_pool2d(norm(p), g).flatten(1)
-            for norm, p, g in zip(self.norms, parts, self.grids, strict=True)
-        ]
-        return restore_lead(self.embed(torch.cat(feats, dim=1)), lead)
+        feats, lead = self.pooled(z)
+        return restore_lead(self.embed(feats), lead)
 
     def classify(self, z: State, x: Tensor) -> Tensor:
         """Logits ``(B, *lead, num_classes)`` of the state ``z`` under the task vectors ``x``
