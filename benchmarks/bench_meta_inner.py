@@ -6,10 +6,11 @@ same inner loss (support cross-entropy + ``reg · ‖x‖²``) from ``x = 0``; e
 is re-evaluated at the DEQ equilibrium of the returned ``x``. Adam's steps are each a full DEQ
 forward solve and implicit backward solve. Two definitions of "equal loss":
 
-(a) the paper's: the target is Adam-``--adam-steps``'s loss; JIIO's trace gives the first
-    iteration at which the batch mean of each task's best cost so far reaches it, and JIIO is
-    run with that many iterations (more, by ``--step-up``, if the re-evaluated loss misses);
-    no ratio if JIIO does not get there within ``--max-iter`` iterations;
+(a) the paper's: the target is Adam-``--adam-steps``'s loss; ``k*`` is the fewest JIIO
+    iterations (over a grid up to ``--max-iter``) from which on JIIO's equilibrium loss stays at
+    or below it ([`jiio_tasks.speed.first_stable_k`][jiio_tasks.speed.first_stable_k], as for the inversion benchmark); Adam-N and
+    JIIO-``k*`` are then timed alternately ([`jiio_tasks.speed.paired_ratio`][jiio_tasks.speed.paired_ratio]); no ratio if JIIO
+    does not get there;
 (b) JIIO's working point: the target is the loss of JIIO with the config's iterations (as in
     meta-training), and Adam's trace gives the steps it needs to reach it.
 
@@ -29,6 +30,7 @@ Run: ``python benchmarks/bench_meta_inner.py`` (``--weights`` for another checkp
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import subprocess
@@ -52,7 +54,7 @@ from jiio_tasks.meta.train import (
     jiio_inner,
     support_loss,
 )
-from jiio_tasks.speed import interior_sweep
+from jiio_tasks.speed import first_stable_k, interior_sweep, paired_ratio
 from jiio_zoo.model import ZooModel
 
 
@@ -171,8 +173,7 @@ def main() -> None:
     parser.add_argument("--adam-lr", type=float, default=None,
                         help="Adam's learning rate (default: swept on --val-tasks meta-train tasks)")
     parser.add_argument("--val-tasks", type=int, default=10, help="meta-train tasks for the Adam lr sweep")
-    parser.add_argument("--max-iter", type=int, default=200, help="JIIO iterations of the trace run")
-    parser.add_argument("--step-up", type=int, default=5)
+    parser.add_argument("--max-iter", type=int, default=200, help="most JIIO iterations scored")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -213,21 +214,36 @@ def main() -> None:
         rows.append((label, loss, seconds, method, inner))
         return seconds, loss
 
-    # (a) the paper's Table 7: the target is Adam-N's support loss; JIIO iterations to reach it
-    adam_time, target = measure(f"Adam, {args.adam_steps} steps", "adam", base)
-    full = jiio_inner(model, batch, attrs.evolve(base, iterations=args.max_iter))
-    best_so_far = torch.cummin(full.trace.cost, dim=0).values.mean(dim=1)
-    hits = (best_so_far <= target).nonzero()
-    k = int(hits[0]) + 1 if hits.numel() else args.max_iter
-    while True:
-        inner = attrs.evolve(base, iterations=k)
-        reached = float(support_loss(model, batch, _run(model, batch, "jiio", inner), base).mean())
-        if reached <= target or k >= args.max_iter:
-            break
-        k = min(k + args.step_up, args.max_iter)
-    jiio_time, reached = measure(f"JIIO, {k} iterations", "jiio", inner)
-    ratio_a = adam_time / jiio_time if reached <= target else None
-    spread_a = _spread(times[f"Adam, {args.adam_steps} steps"], times[f"JIIO, {k} iterations"])
+    # (a) the paper's Table 7: the target is Adam-N's support loss; k* = the fewest JIIO
+    # iterations from which on (over the grid) JIIO's equilibrium support loss stays at or below
+    # it (jiio_tasks.speed.first_stable_k); then Adam-N and JIIO-k* timed alternately
+    def jiio_run(k: int) -> Tensor:
+        return _run(model, batch, "jiio", attrs.evolve(base, iterations=k))
+
+    def adam_run() -> Tensor:
+        return _run(model, batch, "adam", base)
+
+    target = float(support_loss(model, batch, adam_run(), base).mean())
+    grid = [k for k in (5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200) if k <= args.max_iter]
+    scores = {k: float(support_loss(model, batch, jiio_run(k), base).mean()) for k in grid}
+    k = first_stable_k(scores, target)
+    print("JIIO-k support loss at equilibrium: " + ", ".join(f"{i}: {v:.4f}" for i, v in scores.items()))
+    ratio_a: float | None = None
+    spread_a = (math.nan, math.nan)
+    if k is not None:
+        k_star: int = k
+        pair = paired_ratio(adam_run, lambda: jiio_run(k_star), repeats=args.repeats)
+        ratio_a, spread_a = pair.median, (min(pair.ratios), max(pair.ratios))
+        times[f"Adam, {args.adam_steps} steps"] = list(pair.baseline_seconds)
+        times[f"JIIO, {k} iterations"] = list(pair.jiio_seconds)
+        rows.append((f"Adam, {args.adam_steps} steps", target, statistics.median(pair.baseline_seconds), "adam", base))
+        rows.append((f"JIIO, {k} iterations", scores[k], statistics.median(pair.jiio_seconds), "jiio",
+                     attrs.evolve(base, iterations=k)))
+    else:
+        measure(f"Adam, {args.adam_steps} steps", "adam", base)
+        k = args.max_iter
+        measure(f"JIIO, {k} iterations", "jiio", attrs.evolve(base, iterations=k))
+    adam_time = rows[0][2]
 
     # (b) JIIO's working point: the target is JIIO-k0's support loss (k0: the config's
     # iterations, as in training); Adam steps to reach it, from Adam-N's trace
@@ -260,7 +276,7 @@ def main() -> None:
         if mem.split(" ")[0].replace(".", "", 1).isdigit():
             mems[method] = max(mems.get(method, 0.0), float(mem.split(" ")[0]) * 2**20)
     print(f"(Adam steps: a DEQ solve of {base.deq_iterations} iterations and an implicit backward each; "
-          f"JIIO after {args.max_iter} iterations: {float(support_loss(model, batch, full.x, base).mean()):.4f})")
+          f"JIIO after {max(scores)} iterations: {scores[max(scores)]:.4f})")
     if ratio_a is None:
         print(f"(a) JIIO does NOT reach Adam-{args.adam_steps}'s support loss {target:.4f} within "
               f"{args.max_iter} iterations: no ratio")
@@ -296,6 +312,7 @@ def main() -> None:
         "adam_lr_sweep": {str(k): v for k, v in sorted(sweep.items())}, "val_tasks": args.val_tasks,
         "adam_seconds": adam_time, "adam_loss": target,
         "jiio_iterations_to_adam_loss": k if ratio_a is not None else None,
+        "jiio_scores": {str(i): v for i, v in scores.items()},
         "speedup": speedup, "speedup_at_jiio_working_point": ratio_b,
         "speedup_min": spread_a[0] if ratio_a is not None else None,
         "speedup_max": spread_a[1] if ratio_a is not None else None,
