@@ -20,9 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 HERE = Path(__file__).resolve().parent
-STYLE = {"cold40": ("C0", "-"), "cold20": ("C2", "--"), "warm20": ("C3", "-"), "warm40": ("C1", "-.")}
+STYLE = {"cold40": ("C0", "-"), "cold20": ("C2", "--"), "warm20": ("C3", "-"), "warm40": ("C1", "-."),
+         "warmz20": ("C4", ":")}
 LABEL = {"cold40": "40 iterations from x = 0 (the config)", "cold20": "20 iterations from x = 0",
-         "warm20": "20 iterations from the cached latent", "warm40": "40 iterations from the cached latent"}
+         "warm20": "20 iterations from the cached latent", "warm40": "40 iterations from the cached latent",
+         "warmz20": "20 iterations from the cached latent and state"}
 
 
 def main() -> None:

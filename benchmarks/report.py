@@ -373,8 +373,17 @@ FIGURES = {
                                        "--out SAMPLES, then copy SAMPLES/samples.png",
     "img/inverse-faces_gen_small.png": "jiio eval inverse --weights jiio_zoo/weights/faces_gen_small.pt --out INV, "
                                        "then copy INV/inverse.png",
+    "img/warm-start.png": "python benchmarks/plot_warm_start.py (draws it from benchmarks/results/warm-start-cpu.json)",
     "img/meta-jiio-150-steps.png": "jiio train meta --method jiio --run-dir RUN --steps 150 --meta-batch 4 "
                                    "--eval-tasks 100 --threads 1, then copy RUN/training_curve.png",
+}
+
+#: the figures drawn from committed results alone: ``report.py --figures`` redraws them (the others
+#: come from model runs, by the commands in ``FIGURES``)
+REDRAW = {
+    "img/jiio-vs-adam-cpu.png": "plot_cost_vs_time.py",
+    "img/attack-success-vs-cpu.png": "plot_attack.py",
+    "img/warm-start.png": "plot_warm_start.py",
 }
 
 PLACEHOLDER = re.compile(r"(\\?)\{\{(.*?)\}\}", flags=re.S)  # \{{ ... }} is written as it is, less the backslash
@@ -451,11 +460,38 @@ def _table4_today(sources: Sources) -> dict[str, float]:
     return {task: float(tv[task] if task in tv else row[task]) for task in ("denoise0.2", "denoise0.4", "inpaint", "blur")}
 
 
+_WARM_ARMS = {"cold40": "40 iterations from x = 0 (the config)", "cold20": "20 iterations from x = 0",
+              "warm20": "20 iterations from the cached latent", "warm40": "40 iterations from the cached latent",
+              "warmz20": "20 iterations from the cached latent and equilibrium state"}
+
+
+def _warm_start(sources: Sources) -> dict[str, Any]:
+    """The warm-start benchmark per arm: seeds reaching ``cold40``'s final PSNR, the speed-ups
+    where reached, and the PSNR at the end of the budget (mean, min, max over the seeds), with the
+    same as a markdown table."""
+    d = sources.load(f"warm-start-{sources.device}")
+    arms = list(next(iter(d["curves"].values())))
+    out: dict[str, Any] = {}
+    lines = ["| arm | reached cold40's final PSNR | CPU-time speed-up where reached | PSNR at the end of the budget (mean, min–max) |",
+             "|---|---|---|---|"]
+    for arm in arms:
+        finals = [c[arm][-1]["psnr"] for c in d["curves"].values()]
+        ups = [r["speedup"][arm] for r in d["per_seed"].values() if r["speedup"].get(arm) is not None]
+        out[arm] = {"reached": len(ups), "seeds": len(finals), "final_mean": statistics.mean(finals),
+                    "final_min": min(finals), "final_max": max(finals)}
+        sp = "—" if not ups else ", ".join(f"{u:.2f}×" for u in ups)
+        lines.append(f"| {_WARM_ARMS.get(arm, arm)} | {len(ups)} of {len(finals)} seeds | {sp} | "
+                     f"{statistics.mean(finals):.2f} dB ({min(finals):.2f}–{max(finals):.2f}) |")
+    out["table"] = "\n".join(lines)
+    return out
+
+
 #: ``derived:NAME``: values computed from the results rather than stored in them.
 DERIVED: dict[str, Callable[[Sources], Any]] = {
     "meta_inner": _meta_inner,
     "memory_worst": _memory_worst,
     "table4_today": _table4_today,
+    "warm_start": _warm_start,
 }
 
 #: ``report:NAME``: a whole block written by Python (the benchmarks page).
@@ -670,7 +706,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 naming each page that differs from its rendering")
+    parser.add_argument("--figures", action="store_true",
+                        help="also redraw the figures drawn from committed results alone (REDRAW)")
     args = parser.parse_args(argv)
+    if args.figures and not args.check:
+        import subprocess
+
+        for image, script in REDRAW.items():
+            out = DOCS / image
+            subprocess.run([sys.executable, str(HERE / script), "--results", str(args.results), "--out", str(out)],
+                           check=True)
     try:
         if args.check:
             problems = check(args.results, args.device)

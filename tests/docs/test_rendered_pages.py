@@ -123,3 +123,12 @@ def test_main_check_exits_non_zero_naming_the_page(report: ModuleType, tmp_path:
     assert report.main(["--check", "--results", str(results)]) == 1
     err = capsys.readouterr().err
     assert "docs/index.md differs" in err and "99.0×" in err, err
+
+
+def test_redrawn_figures_are_listed_and_their_plotters_exist(report: ModuleType) -> None:
+    """``report.py --figures`` redraws these from committed results: each is a listed figure
+    (with its producer) and its plotting script exists and takes ``--results``/``--out``."""
+    for image, script in report.REDRAW.items():
+        assert image in report.FIGURES, image
+        source = (report.HERE / script).read_text(encoding="utf8")
+        assert '"--results"' in source and '"--out"' in source, script
