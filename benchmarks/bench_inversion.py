@@ -80,7 +80,8 @@ def main() -> None:
               f"loss {res['adam_loss']:.4e}; JIIO k* = {k}; scores {res['jiio_scores']}"
               + ("" if k is None or "ratio_median" not in res else f", loss {res['jiio_loss']:.4e}, speed-up {res['ratio_median']:.1f}x "
                  f"(min {res['ratio_min']:.1f}, max {res['ratio_max']:.1f}); JIIO = "
-                 f"{res['jiio_in_forward_solves']:.1f} forward solves, Adam = {res['adam_in_forward_solves']:.1f}"),
+                 f"{res['jiio_in_forward_solves']:.1f} forward solves (min {res['jiio_in_forward_solves_min']:.1f}, "
+                 f"max {res['jiio_in_forward_solves_max']:.1f}), Adam = {res['adam_in_forward_solves']:.1f}"),
               flush=True)
     result: dict[str, Any] = {"model": args.model, "faces": args.faces, "split": args.split,
                               "alpha_x": runs if args.alpha_x is not None else None}

@@ -35,7 +35,7 @@ from jiio_tasks.imaging.operators import mse, psnr
 from jiio_tasks.imaging.problem import jiio_problem
 from jiio_tasks.progress import progress_bar
 from jiio_tasks.runs import RunDir
-from jiio_tasks.speed import compare, cpu_seconds
+from jiio_tasks.speed import compare, paired_ratio
 from jiio_zoo.model import ZooModel
 from jiio_zoo.recipe import deq_solver
 
@@ -85,7 +85,9 @@ def jiio_vs_adam(
     swept from ``adam_lrs`` until the best is interior; ``k*`` = the fewest JIIO iterations
     (of [`JIIO_ITERATIONS`][jiio_tasks.generative.evaluate.JIIO_ITERATIONS] up to ``iterations``) from which on JIIO's score stays at or
     below the best Adam's; both then timed by CPU time over ``repeats`` interleaved runs.
-    The JIIO solve's cost is also given in plain DEQ forward solves (the config's solver).
+    The JIIO solve's cost is also given in plain DEQ forward solves (the config's solver, at
+    JIIO's latents): JIIO-``k*`` and the forward solve timed alternately, at least 5 pairs, the
+    median ratio with its min–max.
     ``overrides`` change JIIO's solve settings (see [`jiio_problem`][jiio_tasks.imaging.problem.jiio_problem]).
     ``adam_reference`` reuses the ``(adam_lr, adam_lr_sweep)`` of an earlier call on the same
     images (to compare several JIIO settings against one Adam sweep); ``time_it=False`` skips
@@ -129,13 +131,18 @@ def jiio_vs_adam(
     }
     if "ratio_median" in cmp:
         x_star = jiio(k_star)
-        fwd = statistics.median(cpu_seconds(lambda: deq.solve(model.layer, x_star))[0] for _ in range(repeats))
+        # JIIO-k* against one plain forward solve at its latents, timed alternately (the pair's
+        # ratio, so that drifts of the machine's speed between the two cancel)
+        pair = paired_ratio(lambda: jiio(k_star), lambda: deq.solve(model.layer, x_star), repeats=max(repeats, 5))
+        fwd = statistics.median(pair.jiio_seconds)
         result.update({
             "jiio_loss": cmp["jiio_loss"],
             **{k: v for k, v in cmp.items() if k.startswith(("baseline_cpu", "jiio_cpu", "ratio_"))},
             "speedup": cmp["ratio_median"],
             "forward_solve_cpu_seconds": fwd,
-            "jiio_in_forward_solves": cmp["jiio_cpu_median"] / fwd,
+            "jiio_in_forward_solves": pair.median,
+            "jiio_in_forward_solves_min": min(pair.ratios),
+            "jiio_in_forward_solves_max": max(pair.ratios),
             "adam_in_forward_solves": cmp["baseline_cpu_median"] / fwd,
         })
     if plot is not None:

@@ -165,7 +165,8 @@ def train_decoder(
         dtype = next(model.parameters()).dtype
         if settings.warm_start_state:
             with torch.no_grad():
-                spec = StateSpec.of(model.layer.initial_state(torch.zeros(1, *model.x_shape, dtype=dtype)))
+                spec = StateSpec.of(model.layer.initial_state(
+                    torch.zeros(1, *model.x_shape, dtype=dtype, device=env.device)))
         cache = LatentCache(len(source), tuple(model.x_shape), settings.warm_start_max_age, dtype,
                             state_size=None if spec is None else spec.numel)
     loop = Loop(

@@ -229,7 +229,7 @@ def test_from_dict_builds_core_settings_too() -> None:
     assert _err({"z": 0.5, "z_": 0.5, "alpha": 1.0}, Damping) == (
         "alpha, z_: unknown keys for Damping (valid fields: mu, switch_at, x, x_late, z)"
     )
-    assert _err({"memroy": 5}, AndersonI) == "memroy: unknown key for AndersonI (valid fields: beta, memory, ridge)"
+    assert _err({"memroy": 5}, AndersonI) == "memroy: unknown key for AndersonI (valid fields: balance_until, beta, memory, ridge)"
     assert _err({"center": None}, L2Ball) == "radius: required key missing for L2Ball"
     assert _err({"z": 2.0}, Damping) == "z: Damping.z must be in (0, 1], got 2.0"  # validators still run
     assert _err({"memory": True}, AndersonI) == "memory: AndersonI.memory must be an int >= 1, got True"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import pytest
-
-from jiio_zoo.heads import ImageHead, MDEQClassificationHead, PooledClassificationHead, TaskLinearHead, head_output
+from jiio_zoo.heads import (
+    ImageHead,
+    MDEQClassificationHead,
+    PooledClassificationHead,
+    TaskLinearHead,
+    head_output,
+)
 from jiio_zoo.objectives import FewShotObjective
 
 from .test_mdeq import _gn

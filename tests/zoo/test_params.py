@@ -67,6 +67,8 @@ def head_count(m: MDEQConfig) -> int:
         return total + m.final_channels * m.num_classes + m.num_classes
     grids = [math.ceil(m.pool_size / 2**i) for i in range(m.num_branches)]
     feats = sum(c * g * g for c, g in zip(m.channels, grids, strict=True))
+    if m.task_head_dim:  # embedding, its bias and the logit scale; the classifier is in x
+        return sum(gn(c) for c in m.channels) + feats * m.task_head_dim + m.task_head_dim + 1
     return sum(gn(c) for c in m.channels) + feats * m.num_classes + m.num_classes
 
 
