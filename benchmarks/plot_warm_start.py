@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from _figures import save
 
 HERE = Path(__file__).resolve().parent
 STYLE = {"cold40": ("C0", "-"), "cold20": ("C2", "--"), "warm20": ("C3", "-"), "warm40": ("C1", "-."),
@@ -47,10 +48,7 @@ def main() -> None:
     axes[0][0].set_ylabel("held-out PSNR (dB)")
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{d['config']} trained from scratch, batch {d['batch_size']}: warm starts vs cold starts", fontsize=9)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    save(fig, args.out)
 
 
 if __name__ == "__main__":
