@@ -77,7 +77,7 @@ class DecoderStep(nn.Module):
     ``x0``/``z0``: the solve's starting latents and state (default zeros and the layer's
     initial state; warm starts). Returns the loss and, detached, the shard's sums of the outer
     loss, inner loss and penalty, the per-sample KKT residuals (for logging), the latents found
-    and their states, packed ``(B, N)``.
+    and their states (detached; packed by the caller only when a warm-start cache keeps them).
     """
 
     def __init__(self, model: ZooModel, problem: JointProblem, lam: float, global_batch: int | None = None) -> None:
@@ -90,7 +90,7 @@ class DecoderStep(nn.Module):
     def forward(
         self, clean: Tensor, observed: Tensor | None = None, operator: Measurement | None = None,
         x0: Tensor | None = None, z0: State | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, State]:
         problem: JointProblem = self.problem  # type: ignore[assignment]
         if observed is not None:
             if operator is None:
@@ -108,9 +108,9 @@ class DecoderStep(nn.Module):
         else:
             loss = (outer.sum() + self.lam * jac_sum) / self.global_batch
         z = sol.z
-        packed = StateSpec.of(z).pack(tuple(p.detach() for p in z) if isinstance(z, tuple) else z.detach())
         return (loss, outer.detach().sum(), sol.loss.detach().sum(), jac_sum.detach(),
-                sol.kkt_residual.detach(), sol.x.detach(), packed)
+                sol.kkt_residual.detach(), sol.x.detach(),
+                tuple(p.detach() for p in z) if isinstance(z, tuple) else z.detach())
 
 
 def train_decoder(
@@ -225,7 +225,7 @@ def train_decoder(
             else:
                 loss, outer_sum, inner_sum, jac_sum, kkt, x, z = step_module(clean, None, None, x0, z0)
         if cache is not None:
-            cache.store(index, env.gather(x), step, None if spec is None else env.gather(z))
+            cache.store(index, env.gather(x), step, None if spec is None else env.gather(spec.pack(z)))
         # each shard's median KKT residual, averaged over the ranks by the metrics above
         sums = {"outer": float(outer_sum), "inner": float(inner_sum), "jac": float(jac_sum),
                 "kkt_median": float(kkt.median())}
