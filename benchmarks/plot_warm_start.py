@@ -19,13 +19,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from _figures import save
+from report import WARM_ARMS
 
 HERE = Path(__file__).resolve().parent
 STYLE = {"cold40": ("C0", "-"), "cold20": ("C2", "--"), "warm20": ("C3", "-"), "warm40": ("C1", "-."),
          "warmz20": ("C4", ":")}
-LABEL = {"cold40": "40 iterations from x = 0 (the config)", "cold20": "20 iterations from x = 0",
-         "warm20": "20 iterations from the cached latent", "warm40": "40 iterations from the cached latent",
-         "warmz20": "20 iterations from the cached latent and state"}
 
 
 def main() -> None:
@@ -40,7 +38,7 @@ def main() -> None:
         for arm, curve in d["curves"][seed].items():
             color, ls = STYLE.get(arm, ("k", ":"))
             ax.plot([p["cpu_seconds"] / 60 for p in curve], [p["psnr"] for p in curve], ls, color=color, lw=1.2,
-                    label=LABEL.get(arm, arm))
+                    label=WARM_ARMS.get(arm, arm))
         ax.axhline(d["per_seed"][seed]["target_psnr"], ls=":", color="gray", lw=1)
         ax.set_title(f"seed {seed}", fontsize=9)
         ax.set_xlabel("training CPU minutes (1 thread)")

@@ -460,9 +460,10 @@ def _table4_today(sources: Sources) -> dict[str, float]:
     return {task: float(tv[task] if task in tv else row[task]) for task in ("denoise0.2", "denoise0.4", "inpaint", "blur")}
 
 
-_WARM_ARMS = {"cold40": "40 iterations from x = 0 (the config)", "cold20": "20 iterations from x = 0",
-              "warm20": "20 iterations from the cached latent", "warm40": "40 iterations from the cached latent",
-              "warmz20": "20 iterations from the cached latent and equilibrium state"}
+#: what each arm of ``warm_start.py`` is (the page's table and ``plot_warm_start.py``'s legend)
+WARM_ARMS = {"cold40": "40 iterations from x = 0 (the config)", "cold20": "20 iterations from x = 0",
+             "warm20": "20 iterations from the cached latent", "warm40": "40 iterations from the cached latent",
+             "warmz20": "20 iterations from the cached latent and equilibrium state"}
 
 
 def _warm_start(sources: Sources) -> dict[str, Any]:
@@ -480,7 +481,7 @@ def _warm_start(sources: Sources) -> dict[str, Any]:
         out[arm] = {"reached": len(ups), "seeds": len(finals), "final_mean": statistics.mean(finals),
                     "final_min": min(finals), "final_max": max(finals)}
         sp = "—" if not ups else ", ".join(f"{u:.2f}×" for u in ups)
-        lines.append(f"| {_WARM_ARMS.get(arm, arm)} | {len(ups)} of {len(finals)} seeds | {sp} | "
+        lines.append(f"| {WARM_ARMS.get(arm, arm)} | {len(ups)} of {len(finals)} seeds | {sp} | "
                      f"{statistics.mean(finals):.2f} dB ({min(finals):.2f}–{max(finals):.2f}) |")
     out["table"] = "\n".join(lines)
     return out
