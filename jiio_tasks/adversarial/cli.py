@@ -125,8 +125,8 @@ def register(commands: Any) -> None:
     e.add_argument("--size", type=int, default=500,
                    help="test images (a fixed random subset, the same for every run) (default: %(default)s)")
     e.add_argument("--pgd-steps", type=int, default=20, help="iterations of the PGD attack (default: %(default)s)")
-    e.add_argument("--jiio-iterations", type=int, default=40,
-                   help="iterations of the JIIO attack (default: %(default)s)")
+    e.add_argument("--jiio-iterations", type=int, default=None,
+                   help="iterations of the JIIO attack (default: each run's config's jiio_iterations)")
     e.add_argument("--eps", type=float, default=None,
                    help="L2 attack radius on [0, 1] pixels (default: each run's training eps)")
     e.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)

@@ -94,10 +94,11 @@ def _robust_accuracies(model: ZooModel, images: Tensor, labels: Tensor, eps: flo
 
 
 def evaluate_runs(runs: Sequence[str], out: str | Path, size: int = 500, pgd_steps: int = 20,
-                  jiio_iterations: int = 40, eps: float | None = None, *,
+                  jiio_iterations: int | None = None, eps: float | None = None, *,
                   progress: bool = False) -> dict[str, Any]:
     """Evaluate every run on the fixed held-out subset of ``size`` test images
-    ([`jiio_tasks.adversarial.splits.held_out_digits`][jiio_tasks.adversarial.splits.held_out_digits]); write ``robust.json`` and
+    ([`jiio_tasks.adversarial.splits.held_out_digits`][jiio_tasks.adversarial.splits.held_out_digits]) with clean, PGD-``pgd_steps`` and
+    JIIO-``jiio_iterations`` (default: each run's config's ``jiio_iterations``); write ``robust.json`` and
     ``robust.md`` under ``out``. ``progress`` shows a bar on stderr (one tick per batch of
     [`EVAL_BATCH`][jiio_tasks.adversarial.evaluate.EVAL_BATCH] images, attack and run)."""
     results: list[dict[str, Any]] = []
@@ -113,9 +114,9 @@ def evaluate_runs(runs: Sequence[str], out: str | Path, size: int = 500, pgd_ste
             e = float(eps if eps is not None else cfg["eps"])
             used_eps = e
             bar.set_description(f"eval adversarial {Path(path).name}")
-            acc = _robust_accuracies(model, x, y, e, pgd_steps=pgd_steps, jiio_iterations=jiio_iterations,
-                                     progress=bar)
-            results.append({"run": str(path), "method": cfg["method"], "seed": cfg["seed"],
+            k = jiio_iterations if jiio_iterations is not None else model.config.solver.jiio_iterations
+            acc = _robust_accuracies(model, x, y, e, pgd_steps=pgd_steps, jiio_iterations=k, progress=bar)
+            results.append({"run": str(path), "method": cfg["method"], "seed": cfg["seed"], "jiio_iterations": k,
                             **{k: 100.0 * v for k, v in acc.items()}})
     grid = table(results)
     dest = Path(out)

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import attrs
@@ -256,7 +258,8 @@ def robust_accuracies(model: ZooModel, images: Tensor, labels: Tensor, eps: floa
     }
 
 
-def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistEnv | None = None, *,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Train (resuming from ``run`` if it holds a state); returns the final metrics.
 
     ``env`` (default: a single process on the CPU) is this process's place in a data-parallel
@@ -266,7 +269,11 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
 
     The history logs ``loss``, the cross-entropy part of the step's loss (the Lagrangian value
     with the JIIO shortcut) over the global batch, and, when λ > 0, ``jacobian``, the mean
-    Jacobian penalty (the step minimises ``loss + λ · jacobian``)."""
+    Jacobian penalty (the step minimises ``loss + λ · jacobian``).
+
+    ``clock`` times the steps (the logged ``seconds`` and the ``max_minutes`` budget; a benchmark
+    comparing training budgets passes ``time.process_time``). The final accuracies use the
+    attacks of Table 5: PGD-20 and JIIO with the config's ``jiio_iterations``."""
     env = DistEnv() if env is None else env
     cfg = config.resolved()
     env.shard_bounds(cfg["batch_size"], name="batch_size")
@@ -283,7 +290,7 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
         run_dir=run, model=model, optimizer=opt, config={**cfg, "world_size": env.world_size},
         steps=config.steps, save_every=config.save_every, log_every=config.log_every,
         max_seconds=None if config.max_minutes is None else 60.0 * config.max_minutes,
-        progress=progress, title=f"adversarial/{config.method}", env=env,
+        progress=progress, title=f"adversarial/{config.method}", env=env, clock=clock,
         panels={"loss": "training loss (CE at the adversarial examples)", "jacobian": "Jacobian penalty"},
         metrics=lambda s: {"loss": s["task_loss"], **({"jacobian": s["jacobian_sum"] / batch} if lam > 0 else {})},
     )
@@ -312,7 +319,8 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
     lo, hi = _eval_part(n_eval, env)
     with _default_device(env.device):
         part = robust_accuracies(model, ev_x[lo:hi].to(env.device), ev_y[lo:hi].to(env.device),
-                                 cfg["eps"], seed=config.seed)
+                                 cfg["eps"], jiio_iterations=model.config.solver.jiio_iterations,
+                                 seed=config.seed)
     if env.is_distributed:  # fractions of each rank's part -> counts -> fractions of the whole
         counts = env.sum({k: round(v * (hi - lo)) for k, v in part.items()})
         part = {k: v / n_eval for k, v in counts.items()}

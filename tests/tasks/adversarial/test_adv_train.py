@@ -108,3 +108,51 @@ def test_table_aggregates_mean_and_std_over_seeds() -> None:
     assert grid["clean"]["jiio"] == {"mean": 7.0, "std": 0.0, "n": 1.0}
     md = markdown(grid, 0.5)
     assert "| pgd (n=2) | 92.0 ± 2.8 | 62.0 ± 2.8 | 61.5 ± 0.7 |" in md
+
+
+def test_evaluation_attacks_with_the_configs_jiio_iterations_unless_told(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table 5's JIIO column is the config's ``jiio_iterations`` (80 for the MNIST configs), not
+    a fixed 40; an explicit value wins."""
+    import json
+
+    import jiio_tasks.adversarial.evaluate as ev
+    from jiio_zoo.checkpoint import save
+    from tests.zoo.tiny import tiny_model
+
+    model = tiny_model("adversarial", dtype=torch.float32, num_classes=10)
+    run = tmp_path / "run"
+    save(model, run / "model.pt")
+    config = {"data": "embedded", "data_root": None, "eps": 0.5, "method": "clean", "seed": 0}
+    (run / "metrics.json").write_text(json.dumps({"config": config}), encoding="utf8")
+    seen: list[int] = []
+
+    def fake(model: ZooModel, images: Tensor, labels: Tensor, eps: float, *, pgd_steps: int,
+             jiio_iterations: int, progress: Any) -> dict[str, float]:
+        seen.append(jiio_iterations)
+        return {"clean": 1.0, "pgd": 0.5, "jiio": 0.25}
+
+    monkeypatch.setattr(ev, "_robust_accuracies", fake)
+    out = ev.evaluate_runs([str(run)], tmp_path / "out", size=4)
+    ev.evaluate_runs([str(run)], tmp_path / "out2", size=4, jiio_iterations=7)
+    assert seen == [model.config.solver.jiio_iterations, 7] and seen[0] != 40
+    assert out["runs"][0]["jiio_iterations"] == seen[0]
+
+
+def test_training_budget_runs_on_the_given_clock(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train(clock=...)`` times the steps with that clock: with a clock that advances 30 s per
+    step, a 1.5-minute budget stops after 3 steps whatever the wall time."""
+    import itertools
+
+    import jiio_tasks.adversarial.train as tr
+    from jiio_tasks.runs import RunDir
+    from tests.zoo.tiny import tiny_config
+
+    cfg = tiny_config("adversarial", num_classes=10)
+    monkeypatch.setattr(tr, "get_config", lambda name: cfg)
+    monkeypatch.setattr(tr, "robust_accuracies", lambda *a, **k: {"clean": 1.0, "pgd": 1.0, "jiio": 1.0})
+    ticks = itertools.count(step=30.0)  # a step is timed from one reading to the next
+    final = tr.train(RunDir(tmp_path / "run"), tr.AdvTrainConfig(config="x", method="clean", steps=50, eps=0.5,
+                                                                 batch_size=4, eval_size=2, max_minutes=1.5),
+                     progress=False, clock=lambda: float(next(ticks)))
+    assert final["steps_done"] == 3
