@@ -11,6 +11,7 @@ A bad value raises [`jiio_core.validators.FieldError`][jiio_core.validators.Fiel
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import attrs
@@ -216,7 +217,7 @@ ModelConfig = MDEQConfig | OptEqConfig
 class SolverConfig:
     """JIIO and DEQ solver settings (Table 9, Appendix C.3).
 
-    ``damping`` is ``(α_z, α_μ, α_x)``; after ``damping_x_switch_iter`` iterations ``α_x``
+    ``damping`` is ``(α_z, α_μ, α_x)`` (``α_z, α_μ`` in (0, 1]; ``α_x`` any step size > 0); after ``damping_x_switch_iter`` iterations ``α_x``
     becomes ``damping_x_switch`` (both ``None``: no switch), at that iteration whatever the
     number of iterations run. ``α_x`` is in the units of [`jiio_core.augmented`][jiio_core.augmented]: with
     ``x_step="gradient"`` it multiplies the gradient of the *summed* loss (the paper's
@@ -240,7 +241,7 @@ class SolverConfig:
     anderson_memory: int = attrs.field(validator=int_in(1, 1000))
     damping: tuple[float, float, float] = attrs.field(converter=_to_tuple)
     damping_x_switch: float | None = attrs.field(
-        default=None, validator=optional(number_in(0.0, 1.0, low_open=True))
+        default=None, validator=optional(number_in(0.0, low_open=True))
     )
     damping_x_switch_iter: int | None = attrs.field(
         default=None, validator=optional(int_in(1, 100_000))
@@ -262,10 +263,13 @@ class SolverConfig:
                 "damping",
             )
         for i, (label, v) in enumerate(zip(("alpha_z", "alpha_mu", "alpha_x"), value, strict=True)):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            # α_z, α_μ mix an old and a new iterate; α_x is a step size, with no upper bound
+            ok = number and v > 0 and (i == 2 or v <= 1)
             if not ok:
+                expected = "a finite number > 0" if i == 2 else "a number in (0, 1]"
                 raise FieldError(
-                    f"SolverConfig.damping {label} must be a number in (0, 1], got {v!r} (in {value!r})",
+                    f"SolverConfig.damping {label} must be {expected}, got {v!r} (in {value!r})",
                     f"damping[{i}]",
                 )
 

@@ -40,9 +40,9 @@ def test_unknown_config_and_bad_files(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "typo.json").write_text(json.dumps({"base": "digits_adv_small", "modle": {}}))
     _fails_in_one_line(["config", "show", str(tmp_path / "typo.json")], capsys,
                       "modle: unknown key for ZooConfig (valid fields: architecture, model, ")
-    (tmp_path / "bad.json").write_text(json.dumps({"base": "digits_adv_small", "solver": {"damping": [0.8, 0.6, 2]}}))
+    (tmp_path / "bad.json").write_text(json.dumps({"base": "digits_adv_small", "solver": {"damping": [0.8, 0.6, -2]}}))
     _fails_in_one_line(["config", "show", str(tmp_path / "bad.json")], capsys,
-                       "solver.damping[2]: SolverConfig.damping alpha_x must be a number in (0, 1], got 2")
+                       "solver.damping[2]: SolverConfig.damping alpha_x must be a finite number > 0, got -2")
 
 
 def test_corrupt_run_state_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -69,8 +69,11 @@ def test_iteration_counts_and_epsilon() -> None:
 
 
 def test_small_variants_exist_and_are_small() -> None:
-    for name in ("digits_adv_small", "faces_gen_small", "glyphs_meta_small", "opteq_small"):
+    for name in ("digits_adv_small", "mnist_adv_small", "faces_gen_small", "glyphs_meta_small", "opteq_small"):
         assert CONFIGS[name].scale == "small"
+    # the 28×28 digits at the paper's MNIST radius and attack length (Table 5)
+    assert CONFIGS["mnist_adv_small"].model.image_size == 28  # type: ignore[union-attr]
+    assert (CONFIGS["mnist_adv_small"].solver.epsilon, CONFIGS["mnist_adv_small"].solver.jiio_iterations) == (1.0, 80)
     assert CONFIGS["digits_adv_small"].model.image_size == 8  # type: ignore[union-attr]
     assert CONFIGS["faces_gen_small"].model.latent_dim == 32  # type: ignore[union-attr]
     assert CONFIGS["glyphs_meta_small"].model.image_size == 14  # type: ignore[union-attr]
@@ -171,8 +174,10 @@ D = CONFIGS["mnist_adv"].to_dict()
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (dict(D, solver=dict(D["solver"], damping=[0.8, 0.6, 1.5])),
-         "solver.damping[2]: SolverConfig.damping alpha_x must be a number in (0, 1], got 1.5 (in (0.8, 0.6, 1.5))"),
+        (dict(D, solver=dict(D["solver"], damping=[0.8, 0.6, 0])),
+         "solver.damping[2]: SolverConfig.damping alpha_x must be a finite number > 0, got 0 (in (0.8, 0.6, 0))"),
+        (dict(D, solver=dict(D["solver"], damping=[0.8, 1.5, 2.0])),
+         "solver.damping[1]: SolverConfig.damping alpha_mu must be a number in (0, 1], got 1.5 (in (0.8, 1.5, 2.0))"),
         (dict(D, model=dict(D["model"], expansion=0)),
          "model.expansion: MDEQConfig.expansion must be an int in [1, 64], got 0"),
         (dict(D, model=dict(D["model"], channels=[24, True])),
@@ -287,3 +292,16 @@ def test_zoo_config_name_validation() -> None:
             name="bad name", task="generative", scale="test", model=_mdeq(),
             solver=CONFIGS["celeba_gen"].solver, train=CONFIGS["celeba_gen"].train,
         )
+
+
+def test_alpha_x_is_a_step_size_without_upper_bound() -> None:
+    """α_x (and its late value) may exceed 1 (a gradient step on a summed loss, or a normalised
+    step longer than 1); α_z and α_μ mix iterates and stay in (0, 1]; inf and NaN are refused."""
+    s = SolverConfig(anderson_memory=5, damping=(0.8, 0.6, 4.0), jiio_iterations=10,
+                     damping_x_switch=2.0, damping_x_switch_iter=5)
+    assert s.damping[2] == 4.0 and s.damping_x_switch == 2.0
+    for bad in (math.inf, math.nan):
+        with pytest.raises(ValueError, match=r"alpha_x must be a finite number > 0"):
+            SolverConfig(anderson_memory=5, damping=(0.8, 0.6, bad), jiio_iterations=10)
+    with pytest.raises(ValueError, match=r"alpha_z must be a number in \(0, 1\], got 1.2"):
+        SolverConfig(anderson_memory=5, damping=(1.2, 0.6, 0.5), jiio_iterations=10)
