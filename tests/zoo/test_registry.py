@@ -16,7 +16,7 @@ from jiio_zoo.opteq import OptEqLayer
 from jiio_zoo.registry import MissingWeightsError, packaged_weights_path
 
 PAPER = ["mnist_adv", "cifar10_adv", "celeba_gen", "celeba_inverse", "omniglot_meta"]
-SMALL = ["digits_adv_small", "faces_gen_small", "glyphs_meta_small", "opteq_small"]
+SMALL = ["digits_adv_small", "mnist_adv_small", "faces_gen_small", "glyphs_meta_small", "opteq_small"]
 
 
 @pytest.fixture(autouse=True)
