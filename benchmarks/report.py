@@ -487,8 +487,43 @@ def _warm_start(sources: Sources) -> dict[str, Any]:
     return out
 
 
+def _catalogue(sources: Sources) -> dict[str, Any]:
+    """The zoo's catalogue table (docs/zoo.md), written from ``jiio_zoo.configs.CONFIGS`` so that
+    the page cannot drift from the configs."""
+    from jiio_zoo.configs import CONFIGS, MDEQConfig
+
+    lines = ["| name | setting | image | channels | x | Anderson m | damping (switch) | λ | JIIO iters |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in CONFIGS.items():
+        m, sv = c.model, c.solver
+        setting = "Table 9" if c.scale == "paper" else ("CPU toy" if c.task == "toy" else "CPU")
+        if isinstance(m, MDEQConfig):
+            image = f"{m.image_size}×{m.image_size}×{m.image_channels}"
+            notes = ([f"expansion {m.expansion}"] if m.expansion != 5 else []) + (
+                [f"conv init std {m.init_std:g}"] if m.init_std != 0.01 else [])
+            channels = f"[{', '.join(map(str, m.channels))}]" + (f" ({', '.join(notes)})" if notes else "")
+            if m.injection == "image":
+                x = f"image (ε = {sv.epsilon:g})" if sv.epsilon is not None else "image"
+            elif m.injection == "latent":
+                x = f"latent {m.latent_dim}"
+            elif m.task_head_dim:
+                x = f"task: {m.latent_dim} FiLM + {m.num_classes} × {m.task_head_dim} classifier weights"
+            else:
+                x = f"task {m.latent_dim}"
+        else:
+            image, channels, x = "—", f"n = {m.state_dim}", f"vector {m.input_dim}"
+        memory = f"{sv.anderson_memory}" + (" (Anderson-II)" if sv.accelerator == "anderson2" else "") + (
+            f" (blocks weighed alike for {sv.balanced_iterations} iterations)" if sv.balanced_iterations else "")
+        damping = ", ".join(f"{v:g}" for v in sv.damping) + (
+            "" if sv.damping_x_switch is None else f" ({sv.damping_x_switch:.3g} @ {sv.damping_x_switch_iter})")
+        lines.append(f"| `{name}` | {setting} | {image} | {channels} | {x} | {memory} | {damping} | "
+                     f"{c.train.jac_reg:g} | {sv.jiio_iterations} |")
+    return {"table": "\n".join(lines)}
+
+
 #: ``derived:NAME``: values computed from the results rather than stored in them.
 DERIVED: dict[str, Callable[[Sources], Any]] = {
+    "catalogue": _catalogue,
     "meta_inner": _meta_inner,
     "memory_worst": _memory_worst,
     "table4_today": _table4_today,
