@@ -148,6 +148,8 @@ class Loop:
         done, last = start, {}
         self.model.train()
         for step in bar:
+            if self.max_seconds is not None and self._seconds >= self.max_seconds:
+                break  # resumed with its budget already spent: no further step
             t0 = self.clock()
             out = step_fn(step)
             backward_and_step(self.optimizer, out.loss, step)

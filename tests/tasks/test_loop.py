@@ -140,6 +140,17 @@ def test_time_budget_saves_where_it_stops_and_the_same_command_continues(tmp_pat
     assert json.loads((tmp_path / "metrics.json").read_text())["resumed"][0]["step"] == out.steps_done
 
 
+def test_resuming_a_run_whose_budget_is_spent_takes_no_step(tmp_path: Path) -> None:
+    """The same command run again after its time budget ran out changes nothing (it used to
+    take one more step), so a driver can re-run it to collect a finished run's results."""
+    first = ToyFamily(RunDir(tmp_path), pause=0.01, max_seconds=0.05)
+    done = first.train()["steps_done"]
+    RunDir(tmp_path).release()
+    again = ToyFamily(RunDir(tmp_path), pause=0.01, max_seconds=0.05)
+    assert again.train()["steps_done"] == done
+    torch.testing.assert_close(again.model.weight, first.model.weight, rtol=0, atol=0)
+
+
 def test_resume_with_a_changed_setting_is_refused(tmp_path: Path) -> None:
     ToyFamily(RunDir(tmp_path), steps=2).train()
     RunDir(tmp_path).release()
