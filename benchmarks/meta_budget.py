@@ -25,12 +25,17 @@ Protocol:
   training; nothing was chosen by looking at them.
 
 Run: ``python benchmarks/meta_budget.py [--cpu-minutes 10] [--out DIR]`` (``DIR/<method>/`` keeps
-each run, e.g. the ``model.pt`` shipped as ``glyphs_meta_small``).
+each run, e.g. the ``model.pt`` shipped as ``glyphs_meta_small``; the same command again resumes
+or, for a finished run, only re-scores it). ``--methods jiio --reuse OLD.json`` re-measures one
+method and keeps the other rows of an earlier result with the same budget, seed and test tasks
+(each row records the date and command that measured it), e.g. after a change that touches
+only the JIIO-trained DEQ.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -81,6 +86,20 @@ def run_method(key: str, args: argparse.Namespace, root: Path) -> dict[str, Any]
     return row
 
 
+def _reused_rows(args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
+    """The rows of ``--reuse`` for the methods not run now, each marked with the date and command
+    of the run that measured it; refused if that result used another budget, seed or task count."""
+    if args.reuse is None:
+        return {}
+    old = json.loads(Path(args.reuse).read_text(encoding="utf8"))
+    mine = {"cpu_minutes": args.cpu_minutes, "eval_tasks": args.eval_tasks, "seed": args.seed}
+    theirs = {k: old.get(k) for k in mine}
+    if theirs != mine:
+        raise SystemExit(f"--reuse {args.reuse} was measured with {theirs}, this run with {mine}")
+    return {k: {"date": old.get("date"), "command": old.get("command"), **row}
+            for k, row in old["rows"].items() if k not in keys}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     C.add_common_args(parser)
@@ -90,14 +109,19 @@ def main() -> None:
     parser.add_argument("--train-eval-tasks", type=int, default=20,
                         help="tasks of the trainer's own end-of-run score (not reported here)")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier result whose rows of the methods not run now are kept")
     args = parser.parse_args()
     device = C.setup(args)
     keys = args.methods.split(",")
     if any(k not in METHODS for k in keys):
         raise SystemExit(f"--methods must name methods of {sorted(METHODS)}, got {args.methods!r}")
+    reused = _reused_rows(args, keys)
+    command = "python benchmarks/meta_budget.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
-        rows = {k: run_method(k, args, root) for k in keys}
+        fresh = {k: {**run_method(k, args, root), "date": time.strftime("%Y-%m-%d"), "command": command} for k in keys}
+    rows = {k: fresh[k] if k in fresh else reused[k] for k in METHODS if k in fresh or k in reused}
     table = ["| method | meta-training (CPU) | steps | meta-test accuracy | query DEQ residual (median / max) |",
              "|---|---:|---:|---:|---|"]
     for row in rows.values():
@@ -108,8 +132,8 @@ def main() -> None:
     print("\n".join(table))
     C.write("meta-budget", args, device, {
         "cpu_minutes": args.cpu_minutes, "eval_tasks": args.eval_tasks, "seed": args.seed, "rows": rows,
-        "summary_markdown": "\n".join(table),
-    }, "python benchmarks/meta_budget.py " + " ".join(sys.argv[1:]))
+        "reused_from": None if args.reuse is None else str(args.reuse), "summary_markdown": "\n".join(table),
+    }, command)
 
 
 if __name__ == "__main__":
