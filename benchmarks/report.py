@@ -521,9 +521,37 @@ def _catalogue(sources: Sources) -> dict[str, Any]:
     return {"table": "\n".join(lines)}
 
 
+def _meta_alpha_sweep(sources: Sources) -> dict[str, Any]:
+    """The meta learner's α_x sweep as text: per α_x the fewest JIIO iterations from which on
+    the support loss stays at or below Adam-20's ("> K" when it never does up to the last K)."""
+    d = sources.load(f"meta-alpha-sweep-{sources.device}")
+    parts = []
+    for ax, row in d["rows"].items():
+        last = max(int(k) for k in row["scores"])
+        parts.append(f"α_x {ax}: " + (f"> {last}" if row["k_star"] is None else str(row["k_star"])))
+    return {"summary": ", ".join(parts)}
+
+
+def _adv_table5(sources: Sources) -> dict[str, Any]:
+    """Issue 11's bars for the 28×28 adversarial entry, checked on the Table 5 grid (means over
+    seeds): the JIIO-trained model's clean accuracy ≥ 97 %, and its PGD-20 accuracy ≥ 75 % and
+    no more than 2 points below the PGD-trained model's."""
+    t = sources.load(f"adv-table5-{sources.device}")["table"]
+    jc, jp, pp = t["jiio"]["clean"]["mean"], t["jiio"]["pgd"]["mean"], t["pgd"]["pgd"]["mean"]
+    def said(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+    verdict = (f"Against issue 11's bars: the JIIO-trained model's clean accuracy {jc:.1f} % (bar: ≥ 97 %: "
+               f"{said(jc >= 97)}); its PGD-20 accuracy {jp:.1f} % (bar: ≥ 75 %: {said(jp >= 75)}), "
+               f"{jp - pp:+.1f} points from the PGD-trained model's {pp:.1f} % (bar: no more than 2 below: "
+               f"{said(jp >= pp - 2)}).")
+    return {"verdict": verdict, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp}
+
+
 #: ``derived:NAME``: values computed from the results rather than stored in them.
 DERIVED: dict[str, Callable[[Sources], Any]] = {
+    "adv_table5": _adv_table5,
     "catalogue": _catalogue,
+    "meta_alpha_sweep": _meta_alpha_sweep,
     "meta_inner": _meta_inner,
     "memory_worst": _memory_worst,
     "table4_today": _table4_today,
