@@ -94,7 +94,7 @@ def test_list_marks_the_entries_with_weights(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setenv("JIIO_CACHE", str(tmp_path))
     shipped = {n for n in jiio_zoo.list() if (jiio_zoo.registry.PACKAGE_WEIGHTS / f"{n}.pt").is_file()}
-    assert shipped == {"faces_gen_small", "digits_adv_small", "glyphs_meta_small"}
+    assert shipped == {"faces_gen_small", "digits_adv_small", "mnist_adv_small", "glyphs_meta_small"}
     assert set(jiio_zoo.list(with_weights=True)) == shipped
     assert {n: jiio_zoo.weights_status(n) for n in shipped} == dict.fromkeys(shipped, "packaged")
     assert jiio_zoo.weights_status("celeba_gen") == "none"

@@ -1,7 +1,10 @@
-"""The shipped ``digits_adv_small`` weights reach the accuracies stated in docs/zoo.md on the
-fixed 200-digit held-out subset (8×8, ε = 0.5, JIIO-40 attack)."""
+"""The shipped adversarial classifiers reach the accuracies stated in docs/zoo.md on the fixed
+held-out digits: ``digits_adv_small`` (8×8, ε = 0.5, JIIO-40 attack) and ``mnist_adv_small``
+(28×28, ε = 1, PGD-20 attack)."""
 
 from __future__ import annotations
+
+import torch
 
 import jiio_zoo
 from jiio_tasks.adversarial import JIIOAttack
@@ -21,3 +24,24 @@ def test_shipped_adversarial_classifier_reaches_its_stated_accuracy() -> None:
     assert clean >= STATED_CLEAN - 0.02, clean
     assert robust >= STATED_JIIO - 0.03, robust
     assert robust < clean  # the attack does bite: the comparison is not vacuous
+
+
+# run jiio-s0 of benchmarks/adv_table5.py (the shipped weights): clean accuracy on the 200 digits
+# of its evaluation 0.965; under PGD-20 on the first 100 of them 0.90 (the trainer's own
+# end-of-run score on those 100 digits, re-measured with the shipped file)
+STATED_28 = {"clean": 0.965, "pgd": 0.90}
+
+
+def test_shipped_mnist_scale_classifier_reaches_its_stated_accuracy() -> None:
+    """``mnist_adv_small`` (28×28, ε = 1): clean accuracy on the 200 held-out digits of the Table
+    5 evaluation within 2 points of what was measured, PGD-20 accuracy on the first 100 within 3."""
+    from jiio_tasks.adversarial import PGDAttack
+
+    model = jiio_zoo.load("mnist_adv_small")
+    images, labels = held_out_digits(model, 200)
+    clean = accuracy(model, images, labels, None)
+    robust = accuracy(model, images[:100], labels[:100], PGDAttack(1.0, steps=20),
+                      generator=torch.Generator().manual_seed(0))
+    assert clean >= STATED_28["clean"] - 0.02, clean
+    assert robust >= STATED_28["pgd"] - 0.03, robust
+    assert robust < clean  # the attack does bite
