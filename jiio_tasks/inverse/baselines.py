@@ -411,7 +411,7 @@ def median_ci(values: Tensor | Sequence[float], *, resamples: int = 2000, level:
     percentile bootstrap interval: ``resamples`` resamples of the values with replacement (drawn
     from a generator seeded ``seed``), the median of each, and their ``(1 − level)/2`` and
     ``(1 + level)/2`` quantiles (linear interpolation)."""
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    v = torch.as_tensor(values, dtype=torch.float64, device="cpu").flatten()  # statistics on the CPU
     if v.numel() < 1 or not bool(torch.isfinite(v).all()):
         raise ValueError(f"values must be a non-empty sequence of finite numbers, got {v.numel()} values "
                          f"({int((~torch.isfinite(v)).sum())} not finite)")
@@ -419,8 +419,9 @@ def median_ci(values: Tensor | Sequence[float], *, resamples: int = 2000, level:
         raise ValueError(f"resamples must be an int >= 1, got {resamples!r}")
     if not (isinstance(level, float) and 0 < level < 1):
         raise ValueError(f"level must be a float in (0, 1), got {level!r}")
-    idx = torch.randint(0, v.numel(), (resamples, v.numel()), generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    idx = torch.randint(0, v.numel(), (resamples, v.numel()), generator=gen, device="cpu")
     medians = v[idx].median(dim=1).values
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device="cpu")
     low, high = torch.quantile(medians, q).tolist()
     return MedianCI(float(v.median()), float(low), float(high), level, resamples)
