@@ -348,7 +348,11 @@ def adam_inverse(
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not bool(torch.isfinite(observed).all()):
+        raise ValueError(f"observed must be finite, got {int((~torch.isfinite(observed)).sum())} NaN/Inf values")
     shape = (observed.shape[0], latent_dim)
+    if x0 is not None and not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 must be finite, got NaN/Inf values")
     if x0 is not None and tuple(x0.shape) != shape:
         raise ValueError(f"x0 must have shape {shape}, got {tuple(x0.shape)}")
     x = (torch.zeros(shape, dtype=observed.dtype, device=observed.device) if x0 is None

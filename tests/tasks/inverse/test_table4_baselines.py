@@ -126,6 +126,12 @@ def test_adam_inverse_starts_at_zero_and_keeps_the_best_iterate() -> None:
         adam_inverse(decoder, observed, Identity(), 3, steps=0)
     with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1"):
         adam_inverse(decoder, observed, Identity(), 3, lr=-1)
+    bad = observed.clone()
+    bad.view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="observed must be finite, got 1 NaN/Inf values"):
+        adam_inverse(decoder, bad, Identity(), 3)
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        adam_inverse(decoder, observed, Identity(), 3, x0=torch.full((1, 3), float("inf"), dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- bootstrap interval
