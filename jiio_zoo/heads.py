@@ -4,8 +4,8 @@ Every head accepts branch tensors ``(B, *lead, C_i, H_i, W_i)`` and returns outp
 leading dimensions (``lead`` is ``(S,)`` for meta-learning tasks, else ``()``).
 
 - [`ImageHead`][jiio_zoo.heads.ImageHead] — MDEQ segmentation-style merge: upsample every branch to the finest
-  resolution, concatenate, 1×1 conv + GN + ReLU, 1×1 conv to the image channels, optional
-  ``tanh``/``sigmoid``.
+  resolution (bilinear, corners aligned), concatenate, 1×1 conv + GN + ReLU, 1×1 conv to the
+  image channels, optional ``tanh``/``sigmoid`` (computed in an equivalent, cheaper order).
 - [`MDEQClassificationHead`][jiio_zoo.heads.MDEQClassificationHead] — MDEQ classification head: per branch a bottleneck that
   widens to ``4·head_channels[i]``, stride-2 3×3 convs carrying the finer branches down and
   summing into the coarser ones, a 1×1 conv to ``final_channels``, global average pooling and a
@@ -90,17 +90,81 @@ class ImageHead(Head):
         self.out = conv(total, out_channels, 1, bias=True, init_std=init_std)
 
     def forward(self, z: State) -> Tensor:
+        # The same function as ``out(mix(cat(upsample_i(z_i))))``, computed in a cheaper order:
+        # the 1×1 mixing conv is linear in each branch and commutes with the (linear, per
+        # channel) bilinear upsampling, so each branch is mixed at its own resolution and then
+        # upsampled, and the sum replaces the concatenation. The 1×1 convs are batched matrix
+        # products and the upsampling two small matrix products (`_bilinear_aligned`):
+        # on the CPU, about 3× cheaper forward and backward than upsample → cat → conv.
         parts, lead = _parts(z, len(self.channels), "ImageHead")
+        n = int(parts[0].shape[0])
         size = (int(parts[0].shape[-2]), int(parts[0].shape[-1]))
-        ups = [parts[0]] + [
-            F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in parts[1:]
-        ]
-        y = self.out(self.mix(torch.cat(ups, dim=1)))
+        mix, norm = self._mix_conv, self.mix[1]
+        weight = mix.weight.flatten(1)  # (C, ΣC_i)
+        mixed: Tensor | None = None
+        offset = 0
+        for p, c in zip(parts, self.channels, strict=True):
+            w = weight[:, offset : offset + c].expand(n, -1, -1)
+            offset += c
+            t = torch.bmm(w, p.flatten(2)).unflatten(2, p.shape[-2:])
+            if t.shape[-2:] != size:
+                t = _bilinear_aligned(t, size)
+            mixed = t if mixed is None else mixed + t
+        assert mixed is not None and mix.bias is not None
+        h = F.relu(norm(mixed + mix.bias.view(-1, 1, 1)))
+        out = self._out_conv
+        assert out.bias is not None
+        y = torch.bmm(out.weight.flatten(1).expand(n, -1, -1), h.flatten(2)) + out.bias.view(-1, 1)
+        y = y.unflatten(2, size)
         if self.activation == "tanh":
             y = torch.tanh(y)
         elif self.activation == "sigmoid":
             y = torch.sigmoid(y)
         return restore_lead(y, lead)
+
+    @property
+    def _mix_conv(self) -> nn.Conv2d:
+        conv1 = self.mix[0]
+        assert isinstance(conv1, nn.Conv2d)
+        return conv1
+
+    @property
+    def _out_conv(self) -> nn.Conv2d:
+        assert isinstance(self.out, nn.Conv2d)
+        return self.out
+
+
+_INTERPOLATION: dict[tuple[int, int, torch.dtype, torch.device], Tensor] = {}
+
+
+def _interpolation_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(n_out, n_in)`` matrix of 1-D linear interpolation with ``align_corners=True`` (output
+    ``i`` samples input position ``i·(n_in − 1)/(n_out − 1)``), cached per size, dtype and device."""
+    key = (n_in, n_out, dtype, device)
+    a = _INTERPOLATION.get(key)
+    if a is None:
+        step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        src = torch.arange(n_out, dtype=torch.float64) * step
+        lo = src.floor().long().clamp(max=n_in - 1)
+        hi = (lo + 1).clamp(max=n_in - 1)
+        frac = src - lo
+        rows = torch.arange(n_out)
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        m.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+        m.index_put_((rows, hi), frac, accumulate=True)
+        a = m.to(dtype=dtype, device=device)
+        _INTERPOLATION[key] = a
+    return a
+
+
+def _bilinear_aligned(t: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.interpolate(t, size, mode="bilinear", align_corners=True)`` for ``t`` of shape
+    ``(N, C, H, W)``, as ``A_H t A_Wᵀ``: bilinear interpolation is separable, and two small
+    matrix products are several times cheaper on the CPU than the interpolation kernel,
+    backward especially."""
+    a_h = _interpolation_matrix(int(t.shape[-2]), size[0], t.dtype, t.device)
+    a_w = _interpolation_matrix(int(t.shape[-1]), size[1], t.dtype, t.device)
+    return torch.matmul(torch.matmul(a_h, t), a_w.mT)
 
 
 class Bottleneck(nn.Module):

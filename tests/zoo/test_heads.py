@@ -47,6 +47,40 @@ def test_image_head_matches_reference_and_keeps_lead_dims() -> None:
     torch.testing.assert_close(out5.reshape(flat.shape), flat)
 
 
+def _image_head_reference(head: ImageHead, z: tuple[Tensor, ...]) -> Tensor:
+    """The head as MDEQ writes it: upsample every branch (torch's bilinear kernel), concatenate,
+    1×1 conv + GN + ReLU, 1×1 conv, activation."""
+    size = z[0].shape[-2:]
+    ups = [z[0]] + [F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in z[1:]]
+    conv1, norm = head.mix[0], head.mix[1]
+    h = F.relu(_gn(norm, F.conv2d(torch.cat(ups, dim=1), conv1.weight, conv1.bias)))
+    return torch.tanh(F.conv2d(h, head.out.weight, head.out.bias))
+
+
+@pytest.mark.parametrize("sizes", [(8, 4, 2), (7, 4, 2), (28, 14, 7), (5, 5, 1)])
+def test_image_head_reordered_merge_matches_upsample_cat_conv_with_gradients(sizes: tuple[int, ...]) -> None:
+    """The head mixes each branch at its own resolution before upsampling it (the 1×1 conv
+    and bilinear upsampling commute) with its own interpolation matrices: values and
+    gradients (inputs and parameters) equal upsample → cat → conv, for odd sizes, a branch at
+    the finest size and a 1×1 branch too."""
+    torch.manual_seed(3)
+    channels = (4, 8, 4)
+    head = ImageHead(channels, out_channels=2, groups=2, activation="tanh", init_std=0.3).double()
+    g = torch.Generator().manual_seed(4)
+    z = tuple(
+        torch.randn(3, c, s, s, generator=g, dtype=torch.float64, requires_grad=True)
+        for c, s in zip(channels, sizes, strict=True)
+    )
+    probe = torch.randn(3, 2, sizes[0], sizes[0], generator=g, dtype=torch.float64)
+    params = list(head.parameters())
+    out, ref = head(z), _image_head_reference(head, z)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad((out * probe).sum(), [*z, *params])
+    want = torch.autograd.grad((ref * probe).sum(), [*z, *params])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_mdeq_classification_head_reference() -> None:
     torch.manual_seed(1)
     head = MDEQClassificationHead((4, 8), (2, 4), final_channels=8, num_classes=5, groups=2).double()
