@@ -139,3 +139,44 @@ def test_redrawn_figures_are_listed_and_their_plotters_exist(report: ModuleType)
         assert image in report.FIGURES, image
         source = (report.HERE / script).read_text(encoding="utf8")
         assert '"--results"' in source and '"--out"' in source, script
+
+
+def test_table4_derived_table_choices_and_paired_comparison(report: ModuleType, tmp_path: Path) -> None:
+    """``derived:table4`` on a results file written here: cells as median (interval), the chosen
+    learning rates and budgets, and the paired supervised − unsupervised comparison, checked on
+    faces whose differences are known (a constant +1 dB gives the interval [1, 1]; differences
+    of both signs around zero resolve nothing)."""
+    proto = {"held_out_faces": 4, "val_faces": 2, "resamples": 200, "seed": 0}
+
+    def cell(psnr: list[float], **extra: float) -> dict[str, object]:
+        return {"median": sorted(psnr)[(len(psnr) - 1) // 2], "ci95_low": min(psnr), "ci95_high": max(psnr),
+                "psnr": psnr, **extra}
+
+    rows = {
+        "jiio-sup-100": {"group": "supervised", "label": "JIIO-MDEQ-100",
+                         "cells": {"denoise0.2": cell([21.0, 22.0, 23.0, 24.0], chosen_lr=3e-4),
+                                   "blur": cell([19.5, 20.5, 20.0, 21.0], chosen_lr=1e-3)},
+                         "trained": {"denoise0.2": {"steps": 12, "cpu_seconds": 600.0}}},
+        "jiio-100": {"group": "unsupervised", "label": "JIIO-MDEQ-100",
+                     "cells": {"denoise0.2": cell([20.0, 21.0, 22.0, 23.0]), "blur": cell([20.0, 20.0, 20.5, 20.5])},
+                     "trained": {"decoder": {"steps": 40, "cpu_seconds": 1500.0}}},
+        "observed": {"group": "", "label": "observed",
+                     "cells": {"denoise0.2": cell([14.0, 14.0, 14.0, 14.0]), "blur": cell([30.0, 30.0, 30.0, 30.0])}},
+    }
+    (tmp_path / "table4-cpu.json").write_text(json.dumps({"protocol": proto, "rows": rows}), encoding="utf8")
+    t4 = report.Sources(tmp_path, "cpu").load("derived")["table4"]
+    assert t4["table"].splitlines() == [
+        "| | model | denoise0.2 | blur |", "|---|---|---:|---:|",
+        "| supervised | JIIO-MDEQ-100 | 22.00 (21.00–24.00) | 20.00 (19.50–21.00) |",
+        "| unsupervised | JIIO-MDEQ-100 | 21.00 (20.00–23.00) | 20.00 (20.00–20.50) |",
+        "|  | observed | 14.00 (14.00–14.00) | 30.00 (30.00–30.00) |",
+    ]
+    assert "| JIIO-MDEQ-100 | learning rate denoise0.2 0.0003, blur 0.001 | denoise0.2: 12 steps, 10.0 CPU min |" in t4["choices"]
+    assert t4["paired"]["denoise0.2"] == {"median": 1.0, "ci95_low": 1.0, "ci95_high": 1.0}
+    assert "denoise0.2 +1.00 dB (+1.00 to +1.00: supervised ahead)" in t4["paired_text"]
+    low, high = t4["paired"]["blur"]["ci95_low"], t4["paired"]["blur"]["ci95_high"]  # diffs -0.5, 0.5, -0.5, 0.5
+    assert low == -0.5 and high == 0.5 and "blur -0.50 dB (-0.50 to +0.50: no difference resolved)" in t4["paired_text"]
+    # the observation is no model: the best cell is a model's
+    # ties are named
+    assert t4["best_text"] == ("denoise0.2: JIIO-MDEQ-100 (supervised), 22.00 dB; "
+                               "blur: JIIO-MDEQ-100 (supervised) and JIIO-MDEQ-100 (unsupervised), 20.00 dB")
