@@ -75,7 +75,16 @@ def _blockwise_products(left: Tensor, right: Tensor, blocks: tuple[int, ...]) ->
 
 def _blockwise_sq(x: Tensor, blocks: tuple[int, ...]) -> Tensor:
     """``(B, K)`` squared norms of the blocks of ``x (B, N)``."""
-    return torch.stack([torch.linalg.vecdot(p, p) for p in x.split(blocks, dim=1)], dim=1)
+    return torch.stack([_sq_norm(p) for p in x.split(blocks, dim=1)], dim=1)
+
+
+def _sq_norm(x: Tensor) -> Tensor:
+    """``(B,)`` squared norms of the rows of ``x``: one reduction without a ``(B, N)`` temporary,
+    except under autograd, where ``‖x‖²`` as a dot product keeps the derivative ``2x`` finite at
+    ``x = 0`` (a secant pair stored as zeros)."""
+    if _needs_graph(x):
+        return torch.linalg.vecdot(x, x)
+    return torch.linalg.vector_norm(x, dim=1).square()
 
 
 def _needs_graph(*tensors: Tensor) -> bool:
@@ -208,7 +217,7 @@ class _Anderson(Accelerator[AndersonState]):
             dfi.mul_(usable)
         blocks = state.blocks
         if blocks is None:
-            dx_sq_new, df_sq_new = torch.linalg.vecdot(dxi, dxi), torch.linalg.vecdot(dfi, dfi)
+            dx_sq_new, df_sq_new = _sq_norm(dxi), _sq_norm(dfi)
         else:
             dx_sq_new, df_sq_new = _blockwise_sq(dxi, blocks), _blockwise_sq(dfi, blocks)
         last = state.dx_sq.ndim - 1  # the slot axis of the (B, [K,] m) squared norms

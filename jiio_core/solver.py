@@ -250,7 +250,10 @@ def fixed_point(
         else:
             better = ok & (conv | ranked)
         bmask = better.unsqueeze(1)
-        best_v = torch.where(bmask, v, best_v)
+        if torch.is_grad_enabled() and (v.requires_grad or best_v.requires_grad):
+            best_v = torch.where(bmask, v, best_v)  # out of place, for autograd (Unrolled)
+        else:  # in place: no new (B, N) tensor per iteration (v0 is the caller's: copied once)
+            best_v = torch.where(bmask, v, best_v, out=best_v if best_v is not v0 else torch.empty_like(v0))
         best_res = torch.where(better, res.detach(), best_res)
         best_cost = torch.where(better, cost.detach(), best_cost)
         if out.blocks is not None:
