@@ -82,9 +82,8 @@ def _sq_norm(x: Tensor) -> Tensor:
     """``(B,)`` squared norms of the rows of ``x``: one reduction without a ``(B, N)`` temporary,
     except under autograd, where ``‖x‖²`` as a dot product keeps the derivative ``2x`` finite at
     ``x = 0`` (a secant pair stored as zeros)."""
-    if _needs_graph(x):
-        return torch.linalg.vecdot(x, x)
-    return torch.linalg.vector_norm(x, dim=1).square()
+    sq: Tensor = torch.linalg.vecdot(x, x) if _needs_graph(x) else torch.linalg.vector_norm(x, dim=1).square()
+    return sq
 
 
 def _needs_graph(*tensors: Tensor) -> bool:
