@@ -26,8 +26,11 @@ One choice looked at test digits, said plainly: the clean budget was raised from
 minutes after the first two clean runs scored 94 % on the trainer's own end-of-run score, which
 uses the first 100 of the same held-out digits (the runs were resumed, not restarted; no
 adversarial run had finished). Nothing else was chosen on them. Run in phases, so that jobs
-can be spread over cores and sessions (each phase skips what is already in ``--out``); one job
-per process (a process that trained and evaluated several runs in a row grew to 16 GB resident):
+can be spread over cores and sessions (each phase skips what is already in ``--out``). The
+recorded runs used one job per process: a process that trained and evaluated several runs in a
+row grew to 16 GB resident. The cause, found later, was a reference cycle through the implicit
+backward's hook that kept every DEQ solve's graph alive (fixed in ``jiio_core.outer``,
+``with_implicit_backward``); several jobs per process are fine since:
 
     for j in clean:0 pgd:0 jiio:0; do python benchmarks/adv_table5.py train --jobs $j --out runs/table5; done
     for j in clean:0 pgd:0 jiio:0; do python benchmarks/adv_table5.py eval --jobs $j --out runs/table5; done

@@ -32,7 +32,7 @@ from jiio_core.outer import (
     ImplicitKKT,
     OuterGradient,
     Unrolled,
-    implicit_backward,
+    with_implicit_backward,
 )
 from jiio_core.problem import Equilibrium, JointProblem, JointSolution, SolveError
 from jiio_core.prox import L1, GroupL1, Indicator, NonNegative, NonSmooth, TotalVariation2D
@@ -108,7 +108,7 @@ __all__ = [
     "accepts_context",
     "fixed_point",
     "hutchinson_jacobian_norm",
-    "implicit_backward",
     "optimize_input",
     "pack",
+    "with_implicit_backward",
 ]

@@ -2,7 +2,7 @@
 
 [`DEQSolver`][jiio_core.deq.DEQSolver] runs the forward fixed-point solve (any
 [`Accelerator`][jiio_core.accelerators.Accelerator], through [`fixed_point`][jiio_core.solver.fixed_point]) and
-attaches an implicit-function-theorem backward pass ([`implicit_backward`][jiio_core.outer.implicit_backward]);
+attaches an implicit-function-theorem backward pass ([`with_implicit_backward`][jiio_core.outer.with_implicit_backward]);
 its [`DEQSolution`][jiio_core.deq.DEQSolution] and [`DEQBackwardStats`][jiio_core.deq.DEQBackwardStats] count the evaluations of ``f`` and the
 vector-Jacobian products both passes made. It is the forward model of the paper's gradient
 baselines ([`jiio_core.baselines`][jiio_core.baselines]) and of evaluating a trained model at a fixed input.
@@ -21,7 +21,7 @@ from jiio_core._checks import check_tensor
 from jiio_core.accelerators import Accelerator, AndersonII
 from jiio_core.context import accepts_context
 from jiio_core.layer import Layer
-from jiio_core.outer import BackwardStats, implicit_backward
+from jiio_core.outer import BackwardStats, with_implicit_backward
 from jiio_core.solver import FixedPointResult, LowestResidual, Status, StepOutput, fixed_point
 from jiio_core.state import State, StateSpec
 from jiio_core.validators import instance_of, int_in, number_in
@@ -173,10 +173,9 @@ class DEQSolver:
         graph_evaluations = 0
         if torch.is_grad_enabled():
             zl = res.v.detach().requires_grad_()
-            zf = spec.pack(cell(spec.unpack(zl), x))
             graph_evaluations = 1
-            implicit_backward(
-                zf,
+            zf = with_implicit_backward(
+                spec.pack(cell(spec.unpack(zl), x)),
                 zl,
                 accelerator=self.backward_accelerator,
                 max_iter=self.backward_max_iter,

@@ -98,7 +98,7 @@ def _detached(ctx: OuterContext) -> Attached:
     return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y).detach())
 
 
-def implicit_backward(
+def with_implicit_backward(
     output: Tensor,
     wrt: Tensor,
     *,
@@ -107,31 +107,30 @@ def implicit_backward(
     tol: float,
     stats: BackwardStats,
     throw: bool,
-) -> None:
-    """Make the gradient reaching ``output = G(wrt)`` the implicit-function-theorem one.
+) -> Tensor:
+    """``output = G(wrt)`` again (the same values), with the implicit-function-theorem gradient:
+    use the returned tensor downstream.
 
-    During backward, the incoming cotangent ``g`` is replaced by the solution ``u`` of
-    ``u = g + (∂G/∂wrt)ᵀ u``, so that the gradient flowing on into the parameters is
-    ``uᵀ ∂G/∂θ = gᵀ (I − ∂G/∂v)⁻¹ ∂G/∂θ``.
+    During backward, the cotangent ``g`` reaching the returned tensor is replaced by the solution
+    ``u`` of ``u = g + (∂G/∂wrt)ᵀ u`` before it flows on into ``output``'s graph, so that the
+    gradient reaching the parameters is ``uᵀ ∂G/∂θ = gᵀ (I − ∂G/∂v)⁻¹ ∂G/∂θ``. A gradient that
+    reaches ``output`` itself, not through the returned tensor, is left as it is.
+
+    The hook sits on the returned tensor (a view of ``output``), whose graph node lies
+    downstream of ``output``'s, so the hook's reference to ``output`` (for the vector–Jacobian
+    products) forms no cycle. A hook registered on ``output`` itself that refers to ``output``
+    would be a cycle through autograd's C++ graph that Python's garbage collector cannot see:
+    every solve's graph, with its saved activations, would stay in memory for good.
     """
 
-    busy = [False]  # the vjps below pass through `output` again: leave those untouched
-
     def hook(g: Tensor) -> Tensor:
-        if busy[0]:
-            return g
-
         def step(u: Tensor, k: int) -> StepOutput:
             (vjp,) = torch.autograd.grad(output, wrt, u, retain_graph=True, allow_unused=True)
             new = g if vjp is None else vjp + g
             return StepOutput(value=new, residual=torch.linalg.vector_norm(new - u, dim=1))
 
-        busy[0] = True
-        try:
-            with torch.no_grad():
-                res = fixed_point(step, g.detach(), accelerator, max_iter=max_iter, tol=tol)
-        finally:
-            busy[0] = False
+        with torch.no_grad():
+            res = fixed_point(step, g.detach(), accelerator, max_iter=max_iter, tol=tol)
         stats.record(res)
         if throw and not bool(res.converged.all()):
             bad = (~res.converged).nonzero().flatten().tolist()
@@ -141,7 +140,9 @@ def implicit_backward(
             )
         return res.v
 
-    output.register_hook(hook)
+    out = output.view_as(output)
+    out.register_hook(hook)
+    return out
 
 
 class OuterGradient(ABC):
@@ -222,8 +223,8 @@ class _ImplicitSolve(OuterGradient):
     max_iter: int = attrs.field(default=200, validator=int_in(1))
     tol: float = attrs.field(default=1e-6, validator=number_in(0.0))
 
-    def _implicit(self, output: Tensor, wrt: Tensor, ctx: OuterContext, throw: bool) -> None:
-        implicit_backward(
+    def _implicit(self, output: Tensor, wrt: Tensor, ctx: OuterContext, throw: bool) -> Tensor:
+        return with_implicit_backward(
             output,
             wrt,
             accelerator=self.accelerator,
@@ -259,8 +260,7 @@ class ImplicitKKT(_ImplicitSolve):
         _refuse_without_jacobian(amap.nonsmooth)
         v = ctx.v_star.detach().requires_grad_()
         ev = amap.evaluate(v, ctx.y, ctx.final_iter, create_graph=True, normalized=False)
-        out = ev.value
-        self._implicit(out, v, ctx, throw)
+        out = self._implicit(ev.value, v, ctx, throw)
         zf, mu, xf = amap.split(out)
         z = amap.z_spec.unpack(zf)
         x = amap.unpack_x(xf)
@@ -290,8 +290,7 @@ class FixedInput(_ImplicitSolve):
         zf, mu, xf = amap.split(ctx.v_star.detach())
         x = amap.unpack_x(xf)
         zl = zf.detach().requires_grad_()
-        fz = amap.z_spec.pack(amap.f(amap.z_spec.unpack(zl), x))
-        self._implicit(fz, zl, ctx, throw)
+        fz = self._implicit(amap.z_spec.pack(amap.f(amap.z_spec.unpack(zl), x)), zl, ctx, throw)
         z = amap.z_spec.unpack(fz)
         return Attached(z=z, x=x, mu=mu, loss=amap.loss(z, x, ctx.y))
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from jiio_core import SGD, AndersonI, Broyden, DEQSolver, Picard, Status, optimize_input
 from jiio_core.accelerators import Accelerator
 
-from .toy import QuadraticLoss, TanhLayer
+from .toy import MarkGraph, QuadraticLoss, Sentinel, TanhLayer
 
 DT = torch.float64
 B, NZ, NX = 3, 6, 4
@@ -264,3 +264,35 @@ def test_plain_callable_needs_an_initial_state() -> None:
     # a function that does not keep the state's shape is caught by the state packing
     with pytest.raises(ValueError, match=r"state part 0 has shape \(3, 6\), expected \(B, 2, 3\)"):
         DEQSolver().solve(lambda z, xx: cell(z.reshape(B, NZ), xx), x, z_shape=(2, 3))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_the_solve_graph_is_freed_by_reference_counting_alone() -> None:
+    """Once the solution is dropped, every tensor the layer produced is freed, with the garbage
+    collector off: the implicit backward's hook (which refers to the graph's output for its
+    vector-Jacobian products) forms no reference cycle through autograd's graph. Such a cycle
+    is invisible to Python's collector and kept a whole graph per solve in memory for good."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref[Sentinel]] = []
+    inner = TanhLayer(NZ, NX, rho=0.7, seed=3)
+
+    def f(z: Tensor, x: Tensor) -> Tensor:
+        out: Tensor = MarkGraph.apply(inner(z, x), made)
+        return out
+
+    x = _x().requires_grad_()
+    gc.collect()
+    gc.disable()
+    try:
+        sol = _tight().solve(f, x, z_shape=(NZ,))
+        sol.z.pow(2).sum().backward()
+        assert x.grad is not None and sol.backward.vjp_evaluations > 0
+        del sol
+        alive = sum(r() is not None for r in made)
+    finally:
+        gc.enable()
+    assert made and alive == 0, f"{alive} of {len(made)} graph nodes of the layer still alive after the solution was dropped"

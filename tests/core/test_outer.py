@@ -28,7 +28,7 @@ from jiio_core import (
     Unrolled,
 )
 from jiio_core.constraint import Constraint
-from tests.core.toy import DT, QuadraticLoss, TanhLayer, TwoScaleLayer, directional_fd
+from tests.core.toy import DT, MarkGraph, QuadraticLoss, Sentinel, TanhLayer, TwoScaleLayer, directional_fd
 
 EPS = 1e-5
 
@@ -249,3 +249,34 @@ def test_no_graph_is_built_under_no_grad() -> None:
             sol = _problem(layer, loss, outer, 3).solve(y)
         assert not sol.loss.requires_grad
         assert not sol.x.requires_grad
+
+
+@pytest.mark.parametrize("outer", [ImplicitKKT(tol=1e-10, max_iter=200), FixedInput(tol=1e-10, max_iter=200)],
+                         ids=["kkt", "fixed-input"])
+def test_implicit_strategies_free_the_solve_graph_by_reference_counting_alone(outer: OuterGradient) -> None:
+    """After backward and dropping the solution, every tensor the layer produced is freed with
+    the garbage collector off (no reference cycle through the implicit backward's hook, which
+    would keep each solve's graph alive for good)."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref[Sentinel]] = []
+
+    class Recording(TanhLayer):
+        def forward(self, z: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+            out: Tensor = MarkGraph.apply(super().forward(z, x), made)
+            return out
+
+    layer, loss = Recording(5, 3, seed=2), QuadraticLoss(5, 4, seed=3)
+    y = torch.randn(2, 4, dtype=DT, generator=torch.Generator().manual_seed(4))
+    gc.collect()
+    gc.disable()
+    try:
+        sol = _problem(layer, loss, outer, 3).solve(y)
+        sol.loss.sum().backward()
+        assert layer.W.grad is not None
+        del sol
+        alive = sum(r() is not None for r in made)
+    finally:
+        gc.enable()
+    assert made and alive == 0, f"{alive} of {len(made)} graph nodes of the layer still alive after the solution was dropped"

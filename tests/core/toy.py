@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -197,3 +198,24 @@ def directional_fd(params: list[nn.Parameter], direction: list[Tensor], fn: Any,
         for p, d in zip(params, direction, strict=True):
             p.add_(eps * d)
     return (plus - minus) / (2 * eps)
+
+
+class Sentinel:
+    """A weak-referenceable marker."""
+
+
+class MarkGraph(torch.autograd.Function):
+    """Identity that leaves a [`Sentinel`][tests.core.toy.Sentinel] on its autograd node and a weak
+    reference to it in ``made``: the sentinel lives exactly as long as the graph node does (under
+    ``no_grad`` no node is kept, and the sentinel dies at once), so a live one after the outputs
+    are dropped means that a graph was leaked."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, made: list[Any]) -> Tensor:
+        ctx.sentinel = Sentinel()
+        made.append(weakref.ref(ctx.sentinel))
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
