@@ -156,7 +156,8 @@ def test_table4_derived_table_choices_and_paired_comparison(report: ModuleType, 
         "jiio-sup-100": {"group": "supervised", "label": "JIIO-MDEQ-100",
                          "cells": {"denoise0.2": cell([21.0, 22.0, 23.0, 24.0], chosen_lr=3e-4),
                                    "blur": cell([19.5, 20.5, 20.0, 21.0], chosen_lr=1e-3)},
-                         "trained": {"denoise0.2": {"steps": 12, "cpu_seconds": 600.0}}},
+                         "trained": {"denoise0.2 lr0.0003": {"steps": 12, "cpu_seconds": 600.0},
+                                     "denoise0.2 lr0.001": {"steps": 1300, "cpu_seconds": 603.0}}},
         "jiio-100": {"group": "unsupervised", "label": "JIIO-MDEQ-100",
                      "cells": {"denoise0.2": cell([20.0, 21.0, 22.0, 23.0]), "blur": cell([20.0, 20.0, 20.5, 20.5])},
                      "trained": {"decoder": {"steps": 40, "cpu_seconds": 1500.0}}},
@@ -171,7 +172,8 @@ def test_table4_derived_table_choices_and_paired_comparison(report: ModuleType, 
         "| unsupervised | JIIO-MDEQ-100 | 21.00 (20.00–23.00) | 20.00 (20.00–20.50) |",
         "|  | observed | 14.00 (14.00–14.00) | 30.00 (30.00–30.00) |",
     ]
-    assert "| JIIO-MDEQ-100 | learning rate denoise0.2 0.0003, blur 0.001 | denoise0.2: 12 steps, 10.0 CPU min |" in t4["choices"]
+    assert "| JIIO-MDEQ-100 | learning rate denoise0.2 0.0003, blur 0.001 | 2 models, 12–1,300 steps, 10.0–10.1 CPU min each |" in t4["choices"]
+    assert "| JIIO-MDEQ-100 | — | 1 model, 40 steps, 25.0 CPU min each |" in t4["choices"]
     assert t4["paired"]["denoise0.2"] == {"median": 1.0, "ci95_low": 1.0, "ci95_high": 1.0}
     assert "denoise0.2 +1.00 dB (+1.00 to +1.00: supervised ahead)" in t4["paired_text"]
     low, high = t4["paired"]["blur"]["ci95_low"], t4["paired"]["blur"]["ci95_high"]  # diffs -0.5, 0.5, -0.5, 0.5
