@@ -144,12 +144,12 @@ def _interpolation_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: tor
     a = _INTERPOLATION.get(key)
     if a is None:
         step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-        src = torch.arange(n_out, dtype=torch.float64) * step
+        src = torch.arange(n_out, dtype=torch.float64, device="cpu") * step
         lo = src.floor().long().clamp(max=n_in - 1)
         hi = (lo + 1).clamp(max=n_in - 1)
         frac = src - lo
-        rows = torch.arange(n_out)
-        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        rows = torch.arange(n_out, device="cpu")
+        m = torch.zeros(n_out, n_in, dtype=torch.float64, device="cpu")  # built on the CPU, then moved
         m.index_put_((rows, lo), 1.0 - frac, accumulate=True)
         m.index_put_((rows, hi), frac, accumulate=True)
         a = m.to(dtype=dtype, device=device)
