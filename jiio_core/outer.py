@@ -123,6 +123,13 @@ def with_implicit_backward(
     every solve's graph, with its saved activations, would stay in memory for good.
     """
 
+    for name, t in (("output", output), ("wrt", wrt)):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise ValueError(f"{name} must be a tensor that requires grad (built with autograd on), got "
+                             f"{type(t).__name__}{'' if not isinstance(t, Tensor) else ' without requires_grad'}")
+    if output.shape != wrt.shape:
+        raise ValueError(f"output must have wrt's shape {tuple(wrt.shape)} (output = G(wrt)), got {tuple(output.shape)}")
+
     def hook(g: Tensor) -> Tensor:
         def step(u: Tensor, k: int) -> StepOutput:
             (vjp,) = torch.autograd.grad(output, wrt, u, retain_graph=True, allow_unused=True)

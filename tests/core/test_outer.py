@@ -280,3 +280,14 @@ def test_implicit_strategies_free_the_solve_graph_by_reference_counting_alone(ou
     finally:
         gc.enable()
     assert made and alive == 0, f"{alive} of {len(made)} graph nodes of the layer still alive after the solution was dropped"
+
+
+def test_with_implicit_backward_rejects_inputs_without_a_graph_or_of_another_shape() -> None:
+    from jiio_core import BackwardStats, with_implicit_backward
+
+    kw = {"accelerator": AndersonII(), "max_iter": 5, "tol": 1e-8, "stats": BackwardStats(), "throw": False}
+    v = torch.zeros(2, 3, dtype=DT, requires_grad=True)
+    with pytest.raises(ValueError, match="output must be a tensor that requires grad"):
+        with_implicit_backward(torch.zeros(2, 3, dtype=DT), v, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"output must have wrt's shape \(2, 3\).*\(2, 4\)"):
+        with_implicit_backward(torch.zeros(2, 4, dtype=DT, requires_grad=True) * 1.0, v, **kw)  # type: ignore[arg-type]
