@@ -86,10 +86,12 @@ def train_job(out: Path, method: str, seed: int, args: argparse.Namespace) -> No
         if not init_path.is_file():
             raise SystemExit(f"{dest.name} fine-tunes {init_path}, which does not exist yet: train clean:{seed} first")
         init = str(init_path)
-    minutes = args.clean_minutes if method == "clean" else args.adv_minutes
-    cfg = AdvTrainConfig(config=CONFIG, method=method, steps=1_000_000, seed=seed, pgd_steps=args.pgd_steps,
+    steps = args.clean_steps if method == "clean" else args.adv_steps
+    minutes = None if steps is not None else args.clean_minutes if method == "clean" else args.adv_minutes
+    cfg = AdvTrainConfig(config=CONFIG, method=method, steps=steps or 1_000_000, seed=seed, pgd_steps=args.pgd_steps,
                          jiio_iterations=args.jiio_train_iterations, eval_size=args.train_eval_size,
-                         max_minutes=minutes, init=init, log_every=10, save_every=25)
+                         max_minutes=minutes, init=init, log_every=10, save_every=25,
+                         lr_schedule=args.lr_schedule, shift=args.shift)
     final = train(RunDir(dest), cfg, progress=False, clock=time.process_time)
     print(f"{dest.name}: {final['steps_done']} steps in {final['train_seconds']:.0f} CPU s", flush=True)
 
@@ -139,7 +141,8 @@ def report(out: Path, args: argparse.Namespace) -> None:
     print("\n".join(lines))
     C.write("adv-table5", args, C.setup(args), {
         "config": CONFIG, "eps": rows[0]["eps"], "eval_size": rows[0]["eval_size"],
-        "clean_minutes": args.clean_minutes, "adv_minutes": args.adv_minutes, "pgd_steps": args.pgd_steps,
+        "clean_minutes": args.clean_minutes, "adv_minutes": args.adv_minutes, "clean_steps": args.clean_steps,
+        "adv_steps": args.adv_steps, "lr_schedule": args.lr_schedule, "shift": args.shift, "pgd_steps": args.pgd_steps,
         "jiio_train_iterations": args.jiio_train_iterations, "runs": rows, "table": table,
         "summary_markdown": "\n".join(lines),
     }, "python benchmarks/adv_table5.py " + " ".join(sys.argv[1:]))
@@ -154,6 +157,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs (one per job)")
     parser.add_argument("--clean-minutes", type=float, default=20.0, help="training CPU minutes of a clean run")
     parser.add_argument("--adv-minutes", type=float, default=10.0, help="training CPU minutes of a PGD/JIIO fine-tune")
+    parser.add_argument("--clean-steps", type=int, default=None,
+                        help="training steps of a clean run (then --clean-minutes is not used)")
+    parser.add_argument("--adv-steps", type=int, default=None,
+                        help="training steps of a PGD/JIIO fine-tune (then --adv-minutes is not used)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning-rate schedule of every run (cosine needs the --*-steps budgets)")
+    parser.add_argument("--shift", type=int, default=0, help="random translation of training images (pixels)")
     parser.add_argument("--pgd-steps", type=int, default=5, help="PGD steps per training batch")
     parser.add_argument("--jiio-train-iterations", type=int, default=40, help="JIIO iterations per training batch")
     parser.add_argument("--eval-size", type=int, default=200, help="held-out digits attacked per model")
@@ -161,6 +171,8 @@ def main() -> None:
                         help="digits of the trainer's own end-of-run score (not reported here; 1 skips "
                              "most of its cost)")
     args = parser.parse_args()
+    if args.lr_schedule == "cosine" and args.phase == "train" and (args.clean_steps is None or args.adv_steps is None):
+        parser.error("--lr-schedule cosine decays over a run's steps: give --clean-steps and --adv-steps")
     C.setup(args)
     if args.phase == "report":
         report(args.out, args)

@@ -52,9 +52,6 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("jiio_tasks/adversarial/train.py", "g = torch.Generator().manual_seed(seed)",
      "robust_accuracies: PGD's random starts are drawn on the generator's device and moved "
      "(attacks.random_ball), so a CPU seed gives the same starts on every device"),
-    ("jiio_tasks/adversarial/train.py", "idx = env.shard(torch.randint(0, len(tr_y)",
-     "batch indices into the CPU training split from the global CPU stream (the same batches "
-     "on every device and rank); the batch is moved with .to(env.device)"),
     ("jiio_tasks/adversarial/splits.py", "ys.append(torch.as_tensor(y))",
      "data loading: CPU labels of a torchvision split, moved to the device by the caller"),
     ("jiio_tasks/adversarial/splits.py", "torch.randperm(count, generator=torch.Generator().manual_seed(seed))",

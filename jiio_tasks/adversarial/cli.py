@@ -22,6 +22,7 @@ def _train(args: argparse.Namespace) -> int:
         jiio_iterations=args.jiio_iterations, jiio_gradient=args.jiio_gradient,
         eval_size=args.eval_size, data=args.data, data_root=args.data_root,
         max_minutes=args.max_minutes, init=args.init, jac_reg=args.jac_reg,
+        lr_schedule=args.lr_schedule, shift=args.shift,
     )
     # under torchrun: one data-parallel rank (see docs/distributed.md); else a single process
     with launched(args.device) as env:
@@ -88,6 +89,12 @@ def register(commands: Any) -> None:
                    help="global batch size, split over ranks under torchrun (default: the config's value)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate of the config's optimiser (Adam) (default: the config's value)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over the run: constant, or cosine decay from --lr to 0 at --steps "
+                   "(default: %(default)s)")
+    p.add_argument("--shift", type=int, default=0,
+                   help="translate each training image by a random whole number of pixels in "
+                   "[-SHIFT, SHIFT] per axis, zero filled (default: %(default)s: none)")
     p.add_argument("--jac-reg", type=float, default=None,
                    help="λ of the Jacobian penalty (Hutchinson estimate of ‖∂f/∂z‖_F²/N, paper A.1) added "
                    "to the training loss; 0 turns it off (default: the config's jac_reg)")

@@ -107,6 +107,13 @@ class AdvTrainConfig:
     can be resumed later with the same command."""
     jac_reg: float | None = attrs.field(default=None, validator=optional(number_in(0.0)))
     """λ of the Jacobian penalty (``None``: the config's ``train.jac_reg``; 0: no penalty)."""
+    lr_schedule: Literal["constant", "cosine"] = attrs.field(default="constant",
+                                                             validator=one_of("constant", "cosine"))
+    """``"cosine"``: the learning rate of step ``s`` (0-based) is ``lr · ½(1 + cos(π s / steps))``,
+    decaying to 0 at ``steps`` (so ``steps`` is the run's horizon, not only a cap)."""
+    shift: int = attrs.field(default=0, validator=int_in(0))
+    """Random translation of each training image by up to ``shift`` pixels along each axis
+    (zero filled; drawn per image and step, before the adversary), 0 for none."""
 
     def resolved(self) -> dict[str, Any]:
         zc = get_config(self.config)
@@ -132,6 +139,33 @@ class StepLoss(NamedTuple):
     examples: Tensor
     task_loss: Tensor
     jacobian_sum: Tensor
+
+
+def scheduled_lr(lr: float, step: int, steps: int, schedule: str) -> float:
+    """The learning rate of step ``step`` (0-based) of ``steps`` under ``schedule``
+    (``"constant"`` or ``"cosine"``, see [`AdvTrainConfig.lr_schedule`][jiio_tasks.adversarial.train.AdvTrainConfig.lr_schedule])."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+
+def random_shift(images: Tensor, offsets: Tensor, shift: int) -> Tensor:
+    """``images`` ``(N, C, H, W)`` each translated by its row of ``offsets`` ``(N, 2)`` (integers
+    in ``[-shift, shift]``: rows down, columns right), zero filled."""
+    if offsets.shape != (images.shape[0], 2):
+        raise ValueError(f"offsets must have shape ({images.shape[0]}, 2), got {tuple(offsets.shape)}")
+    if shift == 0:
+        return images
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (shift, shift, shift, shift))
+    out = torch.empty_like(images)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        if abs(dy) > shift or abs(dx) > shift:
+            raise ValueError(f"offsets must lie in [-{shift}, {shift}], got ({dy}, {dx}) in row {i}")
+        out[i] = padded[i, :, shift - dy : shift - dy + h, shift - dx : shift - dx + w]
+    return out
 
 
 def _reduce(per_sample: Tensor, global_batch: int | None) -> Tensor:
@@ -305,8 +339,15 @@ def train(run: RunDir, config: AdvTrainConfig, progress: bool = True, env: DistE
                            reduce="sum")
 
     def step_fn(step: int) -> StepResult:
-        idx = env.shard(torch.randint(0, len(tr_y), (batch,)))
-        x, y = tr_x[idx].to(env.device), tr_y[idx].to(env.device)
+        # CPU indices into the CPU split from the global CPU stream: the same batches on every
+        # device and rank; the shifts drawn after them (a run without shifts draws the same batches)
+        idx = torch.randint(0, len(tr_y), (batch,), device="cpu")
+        offsets = (torch.randint(-config.shift, config.shift + 1, (batch, 2), device="cpu") if config.shift > 0
+                   else torch.zeros(batch, 2, dtype=torch.long, device="cpu"))
+        idx, offsets = env.shard((idx, offsets))
+        x, y = random_shift(tr_x[idx], offsets, config.shift).to(env.device), tr_y[idx].to(env.device)
+        for group in opt.param_groups:
+            group["lr"] = scheduled_lr(cfg["lr"], step, config.steps, config.lr_schedule)
         model.train()
         # the penalty's seed is a function of (seed, step): same on every rank and on resume
         seed = penalty_seed(config.seed, step) if lam > 0 else None

@@ -156,3 +156,105 @@ def test_training_budget_runs_on_the_given_clock(tmp_path: Any, monkeypatch: pyt
                                                                  batch_size=4, eval_size=2, max_minutes=1.5),
                      progress=False, clock=lambda: float(next(ticks)))
     assert final["steps_done"] == 3
+
+
+# ---- the learning-rate schedule and the shift augmentation ---------------------------------------
+
+
+def test_cosine_schedule_values_and_errors() -> None:
+    from jiio_tasks.adversarial.train import scheduled_lr
+
+    assert scheduled_lr(0.1, 7, 10, "constant") == 0.1
+    # ½(1 + cos(π s / S)) at s = 0, S/4, S/2, S, beyond S
+    for step, factor in ((0, 1.0), (25, (1 + 2 ** -0.5) / 2), (50, 0.5), (100, 0.0), (130, 0.0)):
+        assert scheduled_lr(0.1, step, 100, "cosine") == pytest.approx(0.1 * factor, abs=1e-15)
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine', got 'linear'"):
+        scheduled_lr(0.1, 0, 10, "linear")
+
+
+def _shift_reference(image: Tensor, dy: int, dx: int) -> Tensor:
+    """Translation by (dy, dx) as a roll whose wrapped-around rows and columns are zeroed."""
+    out = torch.roll(image, shifts=(dy, dx), dims=(-2, -1))
+    if dy > 0:
+        out[..., :dy, :] = 0
+    elif dy < 0:
+        out[..., dy:, :] = 0
+    if dx > 0:
+        out[..., :dx] = 0
+    elif dx < 0:
+        out[..., dx:] = 0
+    return out
+
+
+def test_random_shift_translates_each_image_by_its_offsets() -> None:
+    from jiio_tasks.adversarial.train import random_shift
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 2, 5, 7, generator=g)
+    offsets = torch.tensor([[0, 0], [2, -1], [-2, 2], [1, 0], [0, -2], [-1, 1]])
+    out = random_shift(images, offsets, 2)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(out[i], _shift_reference(images[i], dy, dx)), (dy, dx)
+    assert torch.equal(random_shift(images, torch.zeros(6, 2, dtype=torch.long), 0), images)
+    with pytest.raises(ValueError, match=r"offsets must lie in \[-1, 1\], got \(2, -1\) in row 1"):
+        random_shift(images, offsets, 1)
+    with pytest.raises(ValueError, match=r"offsets must have shape \(6, 2\), got \(6, 3\)"):
+        random_shift(images, torch.zeros(6, 3, dtype=torch.long), 2)
+
+
+def test_training_applies_the_schedule_and_the_shifts_and_resumes_bit_for_bit(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step trains on shifted images at the scheduled rate; a run stopped by its time budget
+    after 2 steps and resumed ends where an uninterrupted one does (the shifts come back with
+    the RNG state, the rate from the step index)."""
+    import itertools
+
+    import jiio_tasks.adversarial.train as tr
+    from jiio_tasks.runs import RunDir
+    from tests.zoo.tiny import tiny_config
+
+    cfg = tiny_config("adversarial", num_classes=10)
+    monkeypatch.setattr(tr, "get_config", lambda name: cfg)
+    monkeypatch.setattr(tr, "robust_accuracies", lambda *a, **k: {"clean": 1.0, "pgd": 1.0, "jiio": 1.0})
+    seen: list[tuple[float, Tensor]] = []
+    optimizers: list[torch.optim.Optimizer] = []
+    make_optimizer, training_loss = tr.make_optimizer, tr.training_loss
+
+    def recording_optimizer(*a: Any, **k: Any) -> torch.optim.Optimizer:
+        optimizers.append(make_optimizer(*a, **k))
+        return optimizers[-1]
+
+    def recording_loss(model: Any, images: Tensor, *a: Any, **k: Any) -> Any:
+        seen.append((optimizers[-1].param_groups[0]["lr"], images.clone()))
+        return training_loss(model, images, *a, **k)
+
+    monkeypatch.setattr(tr, "make_optimizer", recording_optimizer)
+    monkeypatch.setattr(tr, "training_loss", recording_loss)
+
+    def config(**kw: Any) -> Any:
+        return tr.AdvTrainConfig(config="x", method="clean", steps=3, eps=0.5, batch_size=4, eval_size=2,
+                                 lr=0.1, lr_schedule="cosine", shift=1, seed=5, **kw)
+
+    straight = RunDir(tmp_path / "straight")
+    tr.train(straight, config(), progress=False)
+    assert [lr for lr, _ in seen] == pytest.approx([0.1, 0.1 * 0.75, 0.1 * 0.25])
+    # the images are the batch's training digits, each shifted by at most one pixel
+    torch.manual_seed(5)
+    model = tr.build_model(cfg)
+    digits, _ = tr.training_digits(model)
+    idx = torch.randint(0, len(digits), (4,))
+    offsets = torch.randint(-1, 2, (4, 2))
+    assert torch.equal(seen[0][1], torch.stack([_shift_reference(digits[i], dy, dx)
+                                                for i, (dy, dx) in zip(idx.tolist(), offsets.tolist(), strict=True)]))
+    assert offsets.abs().max() == 1 and (offsets != 0).any()
+
+    seen.clear()
+    split = RunDir(tmp_path / "split")
+    ticks = itertools.count(step=30.0)
+    tr.train(split, config(max_minutes=1.0), progress=False, clock=lambda: float(next(ticks)))
+    assert split.read_metrics()["final"]["steps_done"] == 2
+    tr.train(split, config(), progress=False)
+    assert [lr for lr, _ in seen] == pytest.approx([0.1, 0.1 * 0.75, 0.1 * 0.25])
+    a, b = (torch.load(r.state_path, weights_only=True) for r in (straight, split))
+    for k, v in a["modules"]["model"].items():
+        assert torch.equal(v, b["modules"]["model"][k]), k
