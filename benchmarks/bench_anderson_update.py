@@ -1,9 +1,9 @@
 """Micro-benchmark of one Anderson update (type I and II) at the faces-decoder size.
 
-Compares the current :meth:`jiio_core.accelerators._Anderson.update` (history buffers read by
-batched matrix products, no ``(B, m, N)`` temporaries) with the previous einsum formulation,
-kept below as :func:`old_update` (it materialises ``ΔV + βΔF`` and reads the buffers through
-``einsum``). Both run on the same full history (``n = m``), each timed call being one update on a
+Compares the current :meth:`jiio_core.accelerators._Anderson.update` (history kept as ΔG = ΔV + βΔF
+and ΔF, each buffer read once per product by batched matrix products, no ``(B, m, N)``
+temporaries) with the earlier einsum formulation, kept below as :func:`old_update` (ΔV and ΔF
+buffers; it materialises ``ΔV + βΔF`` and reads the buffers through ``einsum``). Both run on the same full history (``n = m``), each timed call being one update on a
 fresh ``(v, G(v))`` pair, old and new calls interleaved so that load from other processes hits
 both alike; the report is the median (and quartiles, min, max) of ``--repeats`` calls after
 ``--warmup`` calls. Before timing, the two versions are checked to agree in float64 (relative
@@ -17,17 +17,37 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from jiio_core.accelerators import AndersonI, AndersonII, AndersonState, _Anderson, _informative, _write
+from jiio_core.accelerators import AndersonI, AndersonII, _Anderson, _informative, _write
 
 
-def old_update(
-    acc: _Anderson, state: AndersonState, v: Tensor, gv: Tensor, active: Tensor
-) -> tuple[Tensor, AndersonState]:
+@dataclass
+class OldState:
+    """The einsum version's history: ΔV and ΔF buffers, the Gram and the squared norms."""
+
+    dx: Tensor
+    df: Tensor
+    gram: Tensor
+    dx_sq: Tensor
+    df_sq: Tensor
+    prev_v: Tensor | None = None
+    prev_f: Tensor | None = None
+    count: int = 0
+
+
+def old_init(acc: _Anderson, v0: Tensor) -> OldState:
+    b, n = v0.shape
+    m = acc.memory
+    return OldState(dx=v0.new_zeros(b, m, n), df=v0.new_zeros(b, m, n), gram=v0.new_zeros(b, m, m),
+                    dx_sq=v0.new_zeros(b, m), df_sq=v0.new_zeros(b, m))
+
+
+def old_update(acc: _Anderson, state: OldState, v: Tensor, gv: Tensor, active: Tensor) -> tuple[Tensor, OldState]:
     """The einsum update as it was before the rewrite (no-graph path only)."""
     f = gv - v
     plain = v + acc.beta * f
@@ -93,7 +113,7 @@ def agreement(cls: type[_Anderson], memory: int, seed: int) -> float:
     b, n = 4, 300
     acc = cls(memory=memory, beta=0.7)
     active = torch.ones(b, dtype=torch.bool)
-    s_old, s_new = acc.init(torch.zeros(b, n, dtype=torch.float64)), acc.init(torch.zeros(b, n, dtype=torch.float64))
+    s_old, s_new = old_init(acc, torch.zeros(b, n, dtype=torch.float64)), acc.init(torch.zeros(b, n, dtype=torch.float64))
     worst = 0.0
     for v, gv in _pairs(3 * memory, b, n, torch.float64, seed):
         p_old, s_old = old_update(acc, s_old, v, gv, active)
@@ -109,10 +129,11 @@ def bench(cls: type[_Anderson], args: argparse.Namespace) -> dict[str, list[floa
     acc = cls(memory=m)
     active = torch.ones(b, dtype=torch.bool)
     pairs = _pairs(m + 4, b, n, torch.float32, args.seed)
-    versions = {"old": old_update, "new": type(acc).update}
+    versions: dict[str, Any] = {"old": old_update, "new": type(acc).update}
+    inits: dict[str, Any] = {"old": old_init, "new": type(acc).init}
     states = {}
     for name, fn in versions.items():
-        state = acc.init(torch.zeros(b, n))
+        state = inits[name](acc, torch.zeros(b, n))
         for v, gv in pairs[: m + 1]:  # fill the history: n = m from now on
             _, state = fn(acc, state, v, gv, active)
         states[name] = state

@@ -124,13 +124,15 @@ class Picard(Accelerator[None]):
 
 @attrs.define
 class AndersonState:
-    """Ring buffers of the last ``m`` differences of iterates and residuals, and their Gram.
+    """Ring buffers of the last ``m`` secant differences and their Gram: ``dg`` holds
+    ``ΔG = ΔV + βΔF`` (``G(v) = v + f``; with β = 1 the differences of the map's values), the
+    columns of the update's correction, and ``df`` holds ``ΔF``; ``ΔV = ΔG − βΔF``.
 
     With a block layout ([`Accelerator.init_blocks`][jiio_core.accelerators.Accelerator.init_blocks]) the Gram and the squared norms are
     kept per block (a leading ``K`` axis after the batch), so that each update can weigh the
     blocks anew."""
 
-    dx: Tensor  # (B, m, N)  Δv_i
+    dg: Tensor  # (B, m, N)  Δv_i + βΔf_i
     df: Tensor  # (B, m, N)  Δf_i, f = G(v) - v
     gram: Tensor  # (B, [K,] m, m)  type II: <Δf_i, Δf_j>; type I: <Δv_i, Δf_j>
     dx_sq: Tensor  # (B, [K,] m)  ‖Δv_i‖²
@@ -159,7 +161,7 @@ class _Anderson(Accelerator[AndersonState]):
         m = self.memory
         kw: dict[str, Any] = {"device": v0.device, "dtype": v0.dtype}
         return AndersonState(
-            dx=torch.zeros(b, m, n, **kw),
+            dg=torch.zeros(b, m, n, **kw),
             df=torch.zeros(b, m, n, **kw),
             gram=torch.zeros(b, m, m, **kw),
             dx_sq=torch.zeros(b, m, **kw),
@@ -178,7 +180,7 @@ class _Anderson(Accelerator[AndersonState]):
         m, k = self.memory, len(blocks)
         kw: dict[str, Any] = {"device": v0.device, "dtype": v0.dtype}
         return AndersonState(
-            dx=torch.zeros(b, m, n, **kw),
+            dg=torch.zeros(b, m, n, **kw),
             df=torch.zeros(b, m, n, **kw),
             gram=torch.zeros(b, k, m, m, **kw),
             dx_sq=torch.zeros(b, k, m, **kw),
@@ -189,31 +191,46 @@ class _Anderson(Accelerator[AndersonState]):
     def update(
         self, state: AndersonState, v: Tensor, gv: Tensor, active: Tensor
     ) -> tuple[Tensor, AndersonState]:
-        f = gv - v
         graph = _needs_graph(v, gv)
-        plain = v + f if self.beta == 1.0 else v + self.beta * f  # the same values: 1·f is f
+        first = state.prev_v is None or state.prev_f is None
+        beta = self.beta
+        probes: Tensor | None = None
+        if graph or first:
+            f = gv - v
+        else:
+            # The no-graph path works in one fresh (B, 3, N) buffer of probes, filled in place
+            # (no stacking copy): rows [Δv, Δf, f] (type II reads [Δf, f]). f is kept as the
+            # next update's prev_f: a view of this buffer, which the next update does not touch.
+            probes = torch.empty(v.shape[0], 3, v.shape[1], device=v.device, dtype=v.dtype)
+            f = torch.sub(gv, v, out=probes[:, 2])
+        # β = 1 without autograd: the plain step is G(v) itself (v + f up to rounding)
+        plain = gv if beta == 1.0 and not graph else v + beta * f
         if state.prev_v is None or state.prev_f is None:
             state.prev_v, state.prev_f = v, f
             return plain, state
         m = self.memory
         slot = state.count % m
-        # a secant pair whose ΔF is rounding noise carries no information: store it as zeros,
-        # which gives it a zero coefficient (per sample)
-        if graph:
+        # The history keeps ΔG = ΔV + βΔF (the columns of the correction, one pass instead of
+        # two) and ΔF; type I's inner products with ΔV are recovered as ΔGᵀ· − βΔFᵀ·.
+        # A secant pair whose ΔF is rounding noise carries no information: store it as zeros,
+        # which gives it a zero coefficient (per sample).
+        if probes is None:  # out of place, for autograd (Unrolled)
             dxi = v - state.prev_v
             dfi = f - state.prev_f
             usable = _informative(dfi, v, gv).unsqueeze(1)
             dxi = torch.where(usable, dxi, 0.0)
             dfi = torch.where(usable, dfi, 0.0)
-            state.dx = _write(state.dx, slot, dxi, graph)
             state.df = _write(state.df, slot, dfi, graph)
-        else:  # straight into the ring buffers' slot: no (B, N) temporaries
-            dxi, dfi = state.dx[:, slot], state.df[:, slot]
+            probes = torch.stack((dxi, dfi, f) if self.type_one else (dfi, f), dim=1)
+        else:
+            dxi, dfi = probes[:, 0], probes[:, 1]
             torch.sub(v, state.prev_v, out=dxi)
             torch.sub(f, state.prev_f, out=dfi)
-            usable = _informative(dfi, v, gv).unsqueeze(1)
-            dxi.mul_(usable)
-            dfi.mul_(usable)
+            usable = _informative(dfi, v, gv)
+            probes[:, :2].mul_(usable.view(-1, 1, 1))
+            state.df[:, slot].copy_(dfi)
+            if not self.type_one:
+                probes = probes[:, 1:]
         blocks = state.blocks
         if blocks is None:
             dx_sq_new, df_sq_new = _sq_norm(dxi), _sq_norm(dfi)
@@ -225,26 +242,29 @@ class _Anderson(Accelerator[AndersonState]):
         state.count += 1
         n = min(state.count, m)
         # One new row and column of the Gram matrix and the right-hand side, O(B·m·N). The
-        # history buffers (B, m, N) are the large, memory-bound operands: each product reads
-        # them through a batched matrix product (no (B, m, N) temporary), and the new column
-        # and the right-hand side share one pass over the buffer they both need. Slot `slot`
-        # is always among the first n, so everything is sliced to the filled slots.
-        dx_n, df_n = state.dx[:, :n], state.df[:, :n]
-        # row vectors times the transposed buffer ((B, k, N) @ (B, N, n)): about twice as fast
-        # on CPU as the buffer times column vectors, for the same products
-        # (with blocks: the same products per block, (B, K, ...), one pass over the buffers)
-        probes = torch.stack((dfi, f), dim=1)  # (B, 2, N)
-        if self.type_one:
-            if blocks is None:
-                row = (dxi.unsqueeze(1) @ df_n.mT).squeeze(1)  # <Δv_new, Δf_j>
-                both = probes @ dx_n.mT  # <Δf_new, Δv_i>, <f, Δv_i>
-            else:
-                row = _blockwise_products(dxi.unsqueeze(1), df_n, blocks).squeeze(2)
-                both = _blockwise_products(probes, dx_n, blocks)
+        # history buffers (B, m, N) are the large, memory-bound operands: each is read once
+        # through a batched matrix product taking all its probes at once (row vectors times the
+        # transposed buffer, (B, k, N) @ (B, N, n): about twice as fast on CPU as the buffer
+        # times column vectors). Slot `slot` is always among the first n, so everything is
+        # sliced to the filled slots. (With blocks: the same products per block, (B, K, ...).)
+        df_n = state.df[:, :n]
+        # type I: <Δv_new, Δf_j>, <Δf_new, Δf_i>, <f, Δf_i>; type II: <Δf_new, Δf_i>, <f, Δf_i>
+        on_df = probes @ df_n.mT if blocks is None else _blockwise_products(probes, df_n, blocks)
+        if graph:
+            state.dg = _write(state.dg, slot, dxi + beta * dfi, graph)
         else:
-            both = probes @ df_n.mT if blocks is None else _blockwise_products(probes, df_n, blocks)
-            row = both.select(-2, 0)  # <Δf_new, Δf_i>; both[..., 1, :] = <f, Δf_i>
-        col, rhs = both.select(-2, 0), both.select(-2, 1)
+            torch.add(dxi, dfi, alpha=beta, out=state.dg[:, slot])
+        dg_n = state.dg[:, :n]
+        if self.type_one:
+            # <Δf_new, Δv_i> and <f, Δv_i> with Δv_i = Δg_i − βΔf_i
+            pair = probes[:, 1:]
+            on_dg = pair @ dg_n.mT if blocks is None else _blockwise_products(pair, dg_n, blocks)
+            row = on_df.select(-2, 0)
+            col = on_dg.select(-2, 0) - beta * on_df.select(-2, 1)
+            rhs = on_dg.select(-2, 1) - beta * on_df.select(-2, 2)
+        else:
+            row = col = on_df.select(-2, 0)
+            rhs = on_df.select(-2, 1)
         gram = state.gram
         if graph:  # out of place, for autograd (Unrolled)
             row_m = torch.nn.functional.pad(row, (0, m - n))  # (B, [K,] m), zero for unfilled slots
@@ -282,14 +302,15 @@ class _Anderson(Accelerator[AndersonState]):
         gamma = gamma.squeeze(-1)
         ok = (info == 0) & torch.isfinite(gamma).all(1)
         gamma = torch.where(ok.unsqueeze(1), gamma, torch.zeros_like(gamma))
-        # γᵀ(ΔV + βΔF) as two products, one pass over each buffer, no (B, m, N) temporary
-        g = gamma.unsqueeze(1)  # (B, 1, n)
-        correction = torch.baddbmm(torch.bmm(g, dx_n), g, df_n, alpha=self.beta).squeeze(1)
-        proposal = plain - correction
-        good = ok & finite_rows(proposal)
+        # γᵀ(ΔV + βΔF) = γᵀΔG: one pass over one buffer
+        correction = torch.bmm(gamma.unsqueeze(1), dg_n).squeeze(1)
         if graph:
+            proposal = plain - correction
+            good = ok & finite_rows(proposal)
             return torch.where(good.unsqueeze(1), proposal, plain), state
-        return torch.where(good.unsqueeze(1), proposal, plain, out=proposal), state  # no new (B, N)
+        proposal = torch.sub(plain, correction, out=correction)  # no new (B, N)
+        good = ok & finite_rows(proposal)
+        return torch.where(good.unsqueeze(1), proposal, plain, out=proposal), state
 
 
 @attrs.frozen
