@@ -16,7 +16,8 @@ mean and is refined by JIIO on the reconstruction loss
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -117,11 +118,13 @@ def train_mdeq_vae(
     save_every: int = 10,
     progress: bool = True,
     describe: Mapping[str, Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Adam on the negative ELBO (+ Jacobian penalty, default λ = the decoder config's
     ``jac_reg``) for ``steps`` steps in total, or until ``seconds`` of training time over all
     resumptions ([`jiio_tasks.loop.Loop`][jiio_tasks.loop.Loop]: resumable, ``metrics.json`` like every
-    trainer). ``describe``: more settings to record with the run."""
+    trainer). ``describe``: more settings to record with the run. ``clock`` times the steps
+    (wall time by default; ``time.process_time`` for a CPU-time budget)."""
     lam = vae.decoder.config.train.jac_reg if jac_reg is None else jac_reg
     if not (isinstance(lam, (int, float)) and lam >= 0):
         raise ValueError(f"jac_reg must be a number >= 0 or None, got {jac_reg!r}")
@@ -131,7 +134,7 @@ def train_mdeq_vae(
         config={**(describe or {}), "baseline": "MDEQ-VAE", "decoder_config": vae.decoder.config.name,
                 "encoder_width": vae.encoder_width, "batch_size": batch_size, "learning_rate": learning_rate,
                 "beta": beta, "jac_reg": float(lam), "data": source.name, "max_seconds": seconds},
-        steps=steps, save_every=save_every, max_seconds=seconds, progress=progress, title="train mdeq-vae",
+        steps=steps, save_every=save_every, max_seconds=seconds, progress=progress, title="train mdeq-vae", clock=clock,
         panels={"loss": "negative ELBO (per pixel) + penalty", "mse": "reconstruction MSE",
                 "forward_residual": "forward residual (median)"},
     )

@@ -11,7 +11,8 @@ reconstruction term is on the same scale as the JIIO decoder's loss.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -101,11 +102,13 @@ def train_vae(
     save_every: int = 50,
     progress: bool = True,
     describe: Mapping[str, Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Adam on the negative ELBO for ``steps`` steps in total, or until ``seconds`` of training
     time over all resumptions ([`jiio_tasks.loop.Loop`][jiio_tasks.loop.Loop]: resumable, ``metrics.json``
     like every trainer). ``describe``: more settings to record with the run (e.g. how the
-    width was chosen)."""
+    width was chosen). ``clock`` times the steps (wall time by default; ``time.process_time``
+    for a CPU-time budget)."""
     opt = torch.optim.Adam(vae.parameters(), lr=learning_rate)
     loop = Loop(
         run_dir=run, model=vae, optimizer=opt,
@@ -113,6 +116,7 @@ def train_vae(
                 "learning_rate": learning_rate, "beta": beta, "data": source.name, "max_seconds": seconds},
         steps=steps, save_every=save_every, log_every=log_every, max_seconds=seconds, progress=progress,
         title="train vae", panels={"loss": "negative ELBO (per pixel)", "mse": "reconstruction MSE", "kl": "KL / D"},
+        clock=clock,
     )
 
     def step_fn(step: int) -> StepResult:

@@ -11,6 +11,8 @@ trainer ([`jiio_tasks.imaging.training.train_decoder`][jiio_tasks.imaging.traini
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -42,12 +44,13 @@ class TrainSettings(DecoderSettings):
 
 
 def train(model: ZooModel, source: ImageSource, run: RunDir, settings: TrainSettings, *,
-          progress: bool = True, env: DistEnv | None = None) -> dict[str, Any]:
+          progress: bool = True, env: DistEnv | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Train ``model`` in place to invert ``settings.task`` on ``source``'s images for
     ``settings.steps`` steps in total, resuming from ``run`` (see
-    [`train_decoder`][jiio_tasks.imaging.training.train_decoder])."""
+    [`train_decoder`][jiio_tasks.imaging.training.train_decoder]; ``clock`` times the steps)."""
     return train_decoder(model, source, run, settings, outer=settings.outer, task=settings.task,
-                         family="inverse", progress=progress, env=env)
+                         family="inverse", progress=progress, env=env, clock=clock)
 
 
 def outer_gradient_error(

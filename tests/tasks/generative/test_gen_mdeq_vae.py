@@ -14,7 +14,7 @@ from jiio_tasks.generative.features import RotationFeatures, train_rotation_net
 from jiio_tasks.generative.frechet import frechet_distance, gaussian_stats
 from jiio_tasks.generative.mdeq_vae import MDEQVAE, train_mdeq_vae
 from jiio_tasks.generative.table import generative_table
-from jiio_tasks.generative.vae import ConvVAE, gaussian_kl
+from jiio_tasks.generative.vae import ConvVAE, gaussian_kl, train_vae
 from jiio_tasks.imaging.data import ImageSource
 from jiio_tasks.imaging.inversion import decode_latents, infer
 from jiio_tasks.imaging.operators import mse, psnr
@@ -121,3 +121,19 @@ def test_table1_rows_against_direct_computation(tmp_path: Path) -> None:
     md = (tmp_path / "t" / "table.md").read_text()
     assert "rotation-net" in md and "| ConvVAE |" in md
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["final"]["feature_space"] == res["feature_space"]
+
+
+def test_vae_budgets_run_on_the_given_clock(tmp_path: Path) -> None:
+    """Both VAE trainers time their ``seconds`` budget with ``clock``: at 1 s per step, a
+    2-second budget stops a 50-step run after 2 steps."""
+    import itertools
+
+    source = ImageSource(_Images(), 8, 1, "random")
+    ticks = itertools.count()
+    final = train_mdeq_vae(MDEQVAE(tiny_decoder(seed=0), encoder_width=2), source, RunDir(tmp_path / "mdeq"),
+                           steps=50, seconds=2.0, progress=False, clock=lambda: float(next(ticks)))
+    assert (final["steps_done"], final["train_seconds"]) == (2, 2.0)
+    ticks = itertools.count()
+    final = train_vae(ConvVAE(latent_dim=4, image_size=8, channels=1, width=2), source, RunDir(tmp_path / "vae"),
+                      steps=50, seconds=2.0, progress=False, clock=lambda: float(next(ticks)))
+    assert (final["steps_done"], final["train_seconds"]) == (2, 2.0)

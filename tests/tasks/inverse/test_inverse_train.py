@@ -36,3 +36,16 @@ def test_gradient_error_is_zero_against_itself_and_positive_for_fixed_input() ->
     assert same["relative_error"] < 1e-10 and abs(same["cosine"] - 1) < 1e-10
     cheap = outer_gradient_error(model, clean, "inpaint")
     assert 1e-4 < cheap["relative_error"] < 2 and -1 <= cheap["cosine"] < 1
+
+
+def test_training_time_is_taken_on_the_given_clock(tmp_path: Path) -> None:
+    """``clock`` times the steps: with a clock that advances 1 s per step the run records
+    exactly one second per step, whatever the wall time (a CPU-time budget passes
+    ``time.process_time``)."""
+    import itertools
+
+    ticks = itertools.count()
+    settings = TrainSettings(steps=3, task="inpaint", iterations=4, save_every=3)
+    final = train(tiny_decoder(seed=0), image_source(), RunDir(tmp_path / "run"), settings, progress=False,
+                  clock=lambda: float(next(ticks)))
+    assert (final["steps_done"], final["train_seconds"]) == (3, 3.0)
