@@ -141,6 +141,14 @@ class AndersonState:
     prev_f: Tensor | None = None
     count: int = 0
     blocks: tuple[int, ...] | None = None
+    work: Tensor | None = None
+    """No-graph path: ``(2, B, 4, N)`` workspace, allocated at the first update and used in
+    turn (``turn``): rows ``[Δv, Δf, f, proposal]``. Reusing it instead of allocating per update
+    keeps the CPU allocator from handing pages back to the OS and faulting them in again every
+    iteration (which also slowed the map evaluations between updates). The buffer of the last
+    update holds ``prev_f`` and the returned proposal, so both stay valid until the update
+    after next."""
+    turn: int = 0
 
 
 @attrs.frozen
@@ -192,17 +200,20 @@ class _Anderson(Accelerator[AndersonState]):
         self, state: AndersonState, v: Tensor, gv: Tensor, active: Tensor
     ) -> tuple[Tensor, AndersonState]:
         graph = _needs_graph(v, gv)
-        first = state.prev_v is None or state.prev_f is None
         beta = self.beta
-        probes: Tensor | None = None
-        if graph or first:
+        work: Tensor | None = None
+        if graph:
             f = gv - v
         else:
-            # The no-graph path works in one fresh (B, 3, N) buffer of probes, filled in place
-            # (no stacking copy): rows [Δv, Δf, f] (type II reads [Δf, f]). f is kept as the
-            # next update's prev_f: a view of this buffer, which the next update does not touch.
-            probes = torch.empty(v.shape[0], 3, v.shape[1], device=v.device, dtype=v.dtype)
-            f = torch.sub(gv, v, out=probes[:, 2])
+            # The no-graph path works in the state's workspace, filled in place (no stacking
+            # copy, no per-update allocation): rows [Δv, Δf, f] are the probes (type II reads
+            # [Δf, f]), row 3 the proposal. f is kept as the next update's prev_f: the next
+            # update writes the other buffer.
+            if state.work is None or state.work.shape[1:] != (v.shape[0], 4, v.shape[1]):
+                state.work = torch.empty(2, v.shape[0], 4, v.shape[1], device=v.device, dtype=v.dtype)
+            work = state.work[state.turn]
+            state.turn ^= 1
+            f = torch.sub(gv, v, out=work[:, 2])
         # β = 1 without autograd: the plain step is G(v) itself (v + f up to rounding)
         plain = gv if beta == 1.0 and not graph else v + beta * f
         if state.prev_v is None or state.prev_f is None:
@@ -214,7 +225,7 @@ class _Anderson(Accelerator[AndersonState]):
         # two) and ΔF; type I's inner products with ΔV are recovered as ΔGᵀ· − βΔFᵀ·.
         # A secant pair whose ΔF is rounding noise carries no information: store it as zeros,
         # which gives it a zero coefficient (per sample).
-        if probes is None:  # out of place, for autograd (Unrolled)
+        if work is None:  # out of place, for autograd (Unrolled)
             dxi = v - state.prev_v
             dfi = f - state.prev_f
             usable = _informative(dfi, v, gv).unsqueeze(1)
@@ -223,6 +234,7 @@ class _Anderson(Accelerator[AndersonState]):
             state.df = _write(state.df, slot, dfi, graph)
             probes = torch.stack((dxi, dfi, f) if self.type_one else (dfi, f), dim=1)
         else:
+            probes = work[:, :3]
             dxi, dfi = probes[:, 0], probes[:, 1]
             torch.sub(v, state.prev_v, out=dxi)
             torch.sub(f, state.prev_f, out=dfi)
@@ -303,12 +315,13 @@ class _Anderson(Accelerator[AndersonState]):
         ok = (info == 0) & torch.isfinite(gamma).all(1)
         gamma = torch.where(ok.unsqueeze(1), gamma, torch.zeros_like(gamma))
         # γᵀ(ΔV + βΔF) = γᵀΔG: one pass over one buffer
-        correction = torch.bmm(gamma.unsqueeze(1), dg_n).squeeze(1)
-        if graph:
-            proposal = plain - correction
+        if work is None:
+            proposal = plain - torch.bmm(gamma.unsqueeze(1), dg_n).squeeze(1)
             good = ok & finite_rows(proposal)
             return torch.where(good.unsqueeze(1), proposal, plain), state
-        proposal = torch.sub(plain, correction, out=correction)  # no new (B, N)
+        proposal = work[:, 3]  # the correction, then the proposal, in the workspace: no new (B, N)
+        torch.bmm(gamma.unsqueeze(1), dg_n, out=proposal.unsqueeze(1))
+        torch.sub(plain, proposal, out=proposal)
         good = ok & finite_rows(proposal)
         return torch.where(good.unsqueeze(1), proposal, plain, out=proposal), state
 
