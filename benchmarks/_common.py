@@ -27,6 +27,10 @@ from typing import Any
 
 import torch
 
+from jiio_tasks.allocator import keep_freed_memory
+
+_allocator: str | None = None  # what setup() did to malloc, recorded with every result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -38,6 +42,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None,
                         help="write the results here (default benchmarks/results/<name>-<device>.json)")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="keep glibc's malloc settings (by default the scripts keep freed memory in the "
+                        "process, as the jiio command does: jiio_tasks.allocator)")
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -45,6 +52,9 @@ def setup(args: argparse.Namespace) -> torch.device:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    global _allocator
+    _allocator = "malloc defaults" if args.malloc_defaults else (
+        "freed memory kept (jiio_tasks.allocator)" if keep_freed_memory() else "platform default")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -134,6 +144,8 @@ def machine(device: torch.device) -> dict[str, Any]:
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "device": str(device),
     }
+    if _allocator is not None:
+        info["allocator"] = _allocator
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -544,7 +544,16 @@ def _adv_table5(sources: Sources) -> dict[str, Any]:
                f"{said(jc >= 97)}); its PGD-20 accuracy {jp:.1f} % (bar: ≥ 75 %: {said(jp >= 75)}), "
                f"{jp - pp:+.1f} points from the PGD-trained model's {pp:.1f} % (bar: no more than 2 below: "
                f"{said(jp >= pp - 2)}).")
-    return {"verdict": verdict, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp}
+    per_step = {m: t[m]["train_cpu_seconds"]["mean"] / t[m]["steps"]["mean"] for m in ("pgd", "jiio")}
+    return {"verdict": verdict, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
+            "jiio_step_s": per_step["jiio"], "pgd_step_s": per_step["pgd"]}
+
+
+def _overhead(sources: Sources) -> dict[str, Any]:
+    """Issue 10's bar on the solver's own work per iteration: the median overhead ≤ 25 % of an
+    augmented-map evaluation."""
+    median = float(sources.load(f"overhead-{sources.device}")["overhead_median"])
+    return {"verdict": "met" if median <= 0.25 else "**missed**"}
 
 
 TABLE4_TASKS = ("denoise0.2", "denoise0.4", "inpaint", "blur")
@@ -623,6 +632,7 @@ DERIVED: dict[str, Callable[[Sources], Any]] = {
     "meta_alpha_sweep": _meta_alpha_sweep,
     "meta_inner": _meta_inner,
     "memory_worst": _memory_worst,
+    "overhead": _overhead,
     "table4": _table4,
     "table4_today": _table4_today,
     "warm_start": _warm_start,

@@ -112,8 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(WORLD_SIZE={world}); data-parallel runs: {supported}. Launch it as one process.",
               file=sys.stderr)
         return 2
+    from jiio_tasks.allocator import keep_freed_memory
     from jiio_tasks.runs import RunError
     from jiio_zoo.checkpoint import CheckpointError
+
+    keep_freed_memory()  # a CPU speed setting for the whole process (see jiio_tasks.allocator)
 
     try:
         return handler(args)

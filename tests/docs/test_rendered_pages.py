@@ -182,3 +182,11 @@ def test_table4_derived_table_choices_and_paired_comparison(report: ModuleType, 
     # ties are named
     assert t4["best_text"] == ("denoise0.2: JIIO-MDEQ-100 (supervised), 22.00 dB; "
                                "blur: JIIO-MDEQ-100 (supervised) and JIIO-MDEQ-100 (unsupervised), 20.00 dB")
+
+
+@pytest.mark.parametrize(("median", "verdict"), [(0.25, "met"), (0.2501, "**missed**"), (0.12, "met")])
+def test_overhead_verdict_follows_the_measured_median(report: ModuleType, tmp_path: Path, median: float,
+                                                      verdict: str) -> None:
+    """``derived:overhead.verdict`` says met exactly when the measured median is ≤ 25 %."""
+    (tmp_path / "overhead-cpu.json").write_text(json.dumps({"overhead_median": median}), encoding="utf8")
+    assert report.Sources(tmp_path, "cpu").load("derived")["overhead"]["verdict"] == verdict
