@@ -144,6 +144,12 @@ class StepLoss(NamedTuple):
 def scheduled_lr(lr: float, step: int, steps: int, schedule: str) -> float:
     """The learning rate of step ``step`` (0-based) of ``steps`` under ``schedule``
     (``"constant"`` or ``"cosine"``, see [`AdvTrainConfig.lr_schedule`][jiio_tasks.adversarial.train.AdvTrainConfig.lr_schedule])."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
     if schedule == "constant":
         return lr
     if schedule == "cosine":
@@ -154,6 +160,10 @@ def scheduled_lr(lr: float, step: int, steps: int, schedule: str) -> float:
 def random_shift(images: Tensor, offsets: Tensor, shift: int) -> Tensor:
     """``images`` ``(N, C, H, W)`` each translated by its row of ``offsets`` ``(N, 2)`` (integers
     in ``[-shift, shift]``: rows down, columns right), zero filled."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"shift must be an int >= 0, got {shift!r}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     if offsets.shape != (images.shape[0], 2):
         raise ValueError(f"offsets must have shape ({images.shape[0]}, 2), got {tuple(offsets.shape)}")
     if shift == 0:

@@ -170,6 +170,12 @@ def test_cosine_schedule_values_and_errors() -> None:
         assert scheduled_lr(0.1, step, 100, "cosine") == pytest.approx(0.1 * factor, abs=1e-15)
     with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine', got 'linear'"):
         scheduled_lr(0.1, 0, 10, "linear")
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got nan"):
+        scheduled_lr(float("nan"), 0, 10, "cosine")
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
+        scheduled_lr(0.1, 0, 0, "cosine")
+    with pytest.raises(ValueError, match="step must be an int >= 0, got -1"):
+        scheduled_lr(0.1, -1, 10, "cosine")
 
 
 def _shift_reference(image: Tensor, dy: int, dx: int) -> Tensor:
@@ -200,6 +206,10 @@ def test_random_shift_translates_each_image_by_its_offsets() -> None:
         random_shift(images, offsets, 1)
     with pytest.raises(ValueError, match=r"offsets must have shape \(6, 2\), got \(6, 3\)"):
         random_shift(images, torch.zeros(6, 3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="shift must be an int >= 0, got -1"):
+        random_shift(images, offsets, -1)
+    with pytest.raises(ValueError, match=r"images must have shape \(N, C, H, W\), got \(6, 5, 7\)"):
+        random_shift(images[:, 0], offsets, 2)
 
 
 def test_training_applies_the_schedule_and_the_shifts_and_resumes_bit_for_bit(
