@@ -9,7 +9,9 @@ by process CPU time over ``--repeats`` runs:
 - ``solve``: a JIIO solve of ``--iterations`` iterations (stopping test off);
 
 one of each per repeat, in alternating order, and reports the median over repeats of
-``overhead = (solve − map) / map`` with its min–max (the target in issue 10: ≤ 25%).
+``overhead = (solve − map) / map`` with its min–max (the target in issue 10: ≤ 25%), and the
+minor page faults per map evaluation and per solve iteration (``--malloc-defaults`` measures
+with glibc's malloc settings instead of ``jiio_tasks.allocator``'s).
 
 Run: ``python benchmarks/bench_overhead.py``.
 """
@@ -17,6 +19,7 @@ Run: ``python benchmarks/bench_overhead.py``.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 from typing import Any
@@ -79,25 +82,36 @@ def main() -> None:
 
     map_only(), solve()  # warm-up
     maps, solves = [], []
+    faults = {"map": 0, "solve": 0}  # minor page faults (fresh pages taken from the kernel)
+
+    def timed_run(name: str, fn: Any, into: list[float]) -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        into.append(cpu_seconds(fn)[0])
+        faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
     for i in range(args.repeats):  # the order alternates, so that a drift in load hits both alike
         if i % 2:
-            solves.append(cpu_seconds(solve)[0])
-            maps.append(cpu_seconds(map_only)[0])
+            timed_run("solve", solve, solves)
+            timed_run("map", map_only, maps)
         else:
-            maps.append(cpu_seconds(map_only)[0])
-            solves.append(cpu_seconds(solve)[0])
+            timed_run("map", map_only, maps)
+            timed_run("solve", solve, solves)
     m, s = statistics.median(maps), statistics.median(solves)
     overheads = [(b - a) / a for a, b in zip(maps, solves, strict=True)]
     result = {"model": args.model, "faces": args.faces, "iterations": args.iterations, "repeats": args.repeats,
               "map_cpu_seconds": maps, "solve_cpu_seconds": solves,
               "ms_per_map_evaluation": 1e3 * m / args.iterations,
               "ms_per_iteration": 1e3 * s / args.iterations,
+              "page_faults_per_map_evaluation": faults["map"] / (args.repeats * args.iterations),
+              "page_faults_per_iteration": faults["solve"] / (args.repeats * args.iterations),
               "overhead_median": statistics.median(overheads), "overhead_min": min(overheads),
               "overhead_max": max(overheads)}
     print(f"machine: {C.machine(device)}")
     print(f"augmented map: {result['ms_per_map_evaluation']:.1f} ms/evaluation; solve: "
           f"{result['ms_per_iteration']:.1f} ms/iteration; solver overhead {100 * result['overhead_median']:.0f}% "
-          f"(min {100 * result['overhead_min']:.0f}%, max {100 * result['overhead_max']:.0f}%)")
+          f"(min {100 * result['overhead_min']:.0f}%, max {100 * result['overhead_max']:.0f}%); minor page faults "
+          f"{result['page_faults_per_map_evaluation']:.0f} per map evaluation, "
+          f"{result['page_faults_per_iteration']:.0f} per solve iteration")
     C.write("overhead", args, device, result, "python " + " ".join(sys.argv))
 
 

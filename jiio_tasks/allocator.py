@@ -4,12 +4,11 @@ PyTorch's CPU tensors come straight from ``malloc``. With glibc's defaults, a fr
 few MB at the top of the heap is handed back to the kernel (``M_TRIM_THRESHOLD``, adjusted
 on the fly) and blocks above a moving threshold are ``mmap``-ed, so a loop that allocates and
 frees tensors of that size (a solver iteration, a training step) takes fresh pages, and a
-page fault for each of them, on every pass. Measured on ``faces_gen_small`` (16 faces, one
-thread, 2-core x86_64, 20-iteration JIIO solves): about 4,900 minor page faults per iteration
-with glibc's defaults (the same evaluations run back to back: none), about 800 with the two
-settings below (mostly the history buffers, allocated once per solve); the map evaluations
-inside a solve ran 8–25 % slower than back to back with the defaults, about 1 % slower with
-the settings, and an iteration 5–11 % faster over all (single runs, so the figures are rough).
+page fault for each of them, on every pass. On ``faces_gen_small`` (16 faces, one thread,
+20-iteration JIIO solves) ``benchmarks/bench_overhead.py --malloc-defaults`` counted thousands
+of minor page faults per iteration, against none for the same map evaluations run back to back,
+and a solver overhead that varied between runs with the heap's state; with the two settings
+below, a few faults per iteration (``benchmarks/results/overhead*-cpu.json``).
 
 [`keep_freed_memory`][jiio_tasks.allocator.keep_freed_memory] sets ``M_TRIM_THRESHOLD`` (never
 trim the heap) and ``M_MMAP_THRESHOLD`` (32 MB: blocks below it come from the heap) with

@@ -189,4 +189,7 @@ def test_overhead_verdict_follows_the_measured_median(report: ModuleType, tmp_pa
                                                       verdict: str) -> None:
     """``derived:overhead.verdict`` says met exactly when the measured median is ≤ 25 %."""
     (tmp_path / "overhead-cpu.json").write_text(json.dumps({"overhead_median": median}), encoding="utf8")
-    assert report.Sources(tmp_path, "cpu").load("derived")["overhead"]["verdict"] == verdict
+    (tmp_path / "overhead-malloc-defaults-cpu.json").write_text(json.dumps({"overhead_median": median}),
+                                                                encoding="utf8")
+    derived = report.Sources(tmp_path, "cpu").load("derived")["overhead"]
+    assert derived["verdict"] == derived["defaults_verdict"] == verdict
