@@ -9,7 +9,8 @@ fixed once, before any of these runs, from protocol 2's outcome: its models fitt
 training digits (training cross-entropy about 0.04 at the end) yet scored 95.5–96.5 % on the
 held-out digits whatever the schedule, which we read as the narrow model's limit on 4,000
 digits. That reading used protocol 2's held-out scores; no width was compared on held-out digits,
-and no other width was tried. The same step budgets cost about 1.8× the CPU time per step.
+and no other width was tried. The same step budgets cost about twice the CPU time per step
+(measured: clean 3.5 vs 1.8 CPU s, JIIO-40 fine-tune 11.4 vs 5.8, PGD-5 18.6 vs 8.4).
 Protocol 2's grid of the narrow model is kept as ``adv-table5-v2-cpu.json``.
 
 Protocol 2 (``adv-table5-v2-cpu.json``; fixed before any of its runs; no setting chosen on test digits):
