@@ -108,11 +108,13 @@ def register(commands: Any) -> None:
                    "(default: %(default)s)")
     p.add_argument("--eval-size", type=int, default=200,
                    help="test images for the final clean/PGD/JIIO accuracies (default: %(default)s)")
-    p.add_argument("--data", choices=("embedded", "mnist", "cifar10"), default="embedded",
-                   help="dataset: the embedded digits (no download) or MNIST / CIFAR-10 from --data-root "
-                   "(default: %(default)s)")
+    p.add_argument("--data", choices=("embedded", "embedded+mnist", "mnist", "cifar10"), default="embedded",
+                   help="dataset: the embedded digits (no download); embedded+mnist: scored on the embedded "
+                   "test digits, trained on the MNIST training set under --data-root less those digits "
+                   "(59,000); or MNIST / CIFAR-10 from --data-root (default: %(default)s)")
     p.add_argument("--data-root", default=None,
-                   help="local dataset root, required by --data mnist/cifar10 (default: none)")
+                   help="local dataset root, required by --data embedded+mnist/mnist/cifar10 for training "
+                   "(default: none)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (resumably) after this many minutes of training time (default: no limit)")
     p.add_argument("--threads", type=int, default=None,

@@ -3,7 +3,10 @@ the fixed held-out subset every robust accuracy is measured on.
 
 - **Training digits** ([`training_digits`][jiio_tasks.adversarial.splits.training_digits]): the whole *train* split (the 4,000 embedded
   MNIST digits, or the MNIST / CIFAR-10 training set under ``data_root``), resized to the
-  model's input.
+  model's input. With ``data="embedded+mnist"`` it is the MNIST training set under
+  ``data_root`` less the 1,000 embedded test digits (59,000 digits): the embedded digits are
+  MNIST *training* images, so this is all of MNIST's training data that keeps the embedded
+  held-out digits held out.
 - **Held-out digits** ([`held_out_digits`][jiio_tasks.adversarial.splits.held_out_digits]): a fixed random subset of ``size`` items of
   the *test* split (1,000 embedded digits; the test splits are sorted by class, so the first
   items would all be one class), the same for every run and every model: the permutation is
@@ -13,7 +16,10 @@ the fixed held-out subset every robust accuracy is measured on.
   ``size`` gives a prefix of a larger one.
 
 The train and test splits are disjoint (the embedded digits are a fixed 4,000/1,000 split of
-distinct MNIST digits; MNIST and CIFAR-10 ship separate test sets).
+distinct MNIST digits; ``embedded+mnist`` removes every training image equal, pixel for pixel, to
+an embedded test digit; MNIST and CIFAR-10 ship separate test sets). ``embedded+mnist`` is scored
+on the embedded test digits, so its models are compared with embedded-trained ones on the same
+held-out digits, and scoring needs no ``data_root``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from torch import Tensor
 from jiio_zoo.configs import MDEQConfig
 from jiio_zoo.model import ZooModel
 
+DATA_KINDS = ("embedded", "embedded+mnist", "mnist", "cifar10")
+"""The ``data`` values every adversarial trainer and evaluator accepts."""
+
 __all__ = [
+    "DATA_KINDS",
     "eval_subset",
     "fit_images",
     "held_out_digits",
@@ -51,24 +61,42 @@ def fit_images(images: Tensor, model: ZooModel) -> Tensor:
 
 def load_split(data: str, split: Literal["train", "test"], root: str | None) -> tuple[Tensor, Tensor]:
     """All images ``(N, C, H, W)`` in [0, 1] and labels of a split: ``data`` is ``"embedded"``
-    (no ``root``), ``"mnist"`` or ``"cifar10"`` (from the local ``root``)."""
-    if data == "embedded":
+    (no ``root``), ``"embedded+mnist"`` (test: the embedded test digits; train: the MNIST training
+    set under ``root`` less those digits), ``"mnist"`` or ``"cifar10"`` (from the local ``root``)."""
+    if data not in DATA_KINDS:
+        raise ValueError(f"data must be one of {DATA_KINDS}, got {data!r}")
+    if data == "embedded" or (data == "embedded+mnist" and split == "test"):
         from jiio_tasks.data import EmbeddedDigits
 
         ds = EmbeddedDigits(split)
         return ds.images, ds.targets
     if root is None:
-        raise ValueError(f"--data {data} needs --data-root")
+        raise ValueError(f"--data {data} needs --data-root (a local MNIST/CIFAR-10 root), got none")
     from torch.utils.data import DataLoader
 
     from jiio_tasks.data import cifar10, mnist
 
-    dset = mnist(root, split) if data == "mnist" else cifar10(root, split)
+    dset = cifar10(root, split) if data == "cifar10" else mnist(root, split)
     xs, ys = [], []
     for x, y in DataLoader(dset, batch_size=1000):
         xs.append(x)
         ys.append(torch.as_tensor(y))
-    return torch.cat(xs), torch.cat(ys)
+    images, labels = torch.cat(xs), torch.cat(ys)
+    if data == "embedded+mnist":
+        keep = ~_equal_to_any(images, load_split("embedded", "test", None)[0])
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def _pixels(images: Tensor) -> list[bytes]:
+    """Each image's 8-bit pixels (images in [0, 1] from 8-bit files) as a hashable key."""
+    return [bytes(row) for row in images.mul(255).round().to(torch.uint8).flatten(1).numpy()]
+
+
+def _equal_to_any(images: Tensor, others: Tensor) -> Tensor:
+    """A bool mask over ``images``: true where the image equals one of ``others`` pixel for pixel."""
+    taken = set(_pixels(others))
+    return torch.tensor([key in taken for key in _pixels(images)], dtype=torch.bool)
 
 
 def held_out_indices(count: int, size: int, seed: int = 0) -> Tensor:

@@ -54,6 +54,7 @@ from jiio_tasks.adversarial.attacks import (
     evaluating,
 )
 from jiio_tasks.adversarial.splits import (
+    DATA_KINDS,
     held_out_digits,
     training_digits,
 )
@@ -97,7 +98,7 @@ class AdvTrainConfig:
     eval_size: int = attrs.field(default=200, validator=int_in(1))
     log_every: int = attrs.field(default=10, validator=int_in(1))
     save_every: int = attrs.field(default=50, validator=int_in(1))
-    data: str = attrs.field(default="embedded", validator=one_of("embedded", "mnist", "cifar10"))
+    data: str = attrs.field(default="embedded", validator=one_of(*DATA_KINDS))
     data_root: str | None = None
     init: str | None = None
     """A ``jiio_zoo`` checkpoint to start from (e.g. a clean-trained model: adversarial

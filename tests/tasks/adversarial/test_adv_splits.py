@@ -61,6 +61,50 @@ def test_held_out_digits_are_disjoint_from_the_training_digits(model: ZooModel) 
     assert tx.shape == (4000, 1, 8, 8) and torch.equal(tx, splits.fit_images(tr_x, model))
 
 
+def test_embedded_plus_mnist_trains_on_mnist_less_the_held_out_digits(tmp_path: Path) -> None:
+    """``embedded+mnist``: training = the MNIST training file less every image equal to an
+    embedded *test* digit (embedded training digits and other images stay, in file order, with
+    their labels); scoring = the embedded test digits, without a root."""
+    import numpy as np
+
+    from tests.tasks.data.fakes import idx
+
+    te_x, te_y = load_split("embedded", "test", None)
+    tr_x, tr_y = load_split("embedded", "train", None)
+    as_u8 = lambda t: t.mul(255).round().to(torch.uint8).squeeze(1).numpy()  # noqa: E731
+    rng = np.random.default_rng(3)
+    other = rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
+    # file order: other[0:3], test digits 5 and 9, train digit 7, other[3:6], test digit 0
+    images = np.concatenate([other[:3], as_u8(te_x[[5, 9]]), as_u8(tr_x[[7]]), other[3:], as_u8(te_x[[0]])])
+    labels = np.array([1, 2, 3, int(te_y[5]), int(te_y[9]), int(tr_y[7]), 4, 5, 6, int(te_y[0])])
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, x, y in (("train", images, labels), ("t10k", other[:2], labels[:2])):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx(x))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(y))
+    x, y = load_split("embedded+mnist", "train", str(tmp_path))
+    kept = [0, 1, 2, 5, 6, 7, 8]
+    assert (as_u8(x) == images[kept]).all()
+    assert y.tolist() == labels[kept].tolist()
+    tx, ty = load_split("embedded+mnist", "test", None)  # the embedded test digits, no root needed
+    assert torch.equal(tx, te_x) and torch.equal(ty, te_y)
+    with pytest.raises(ValueError, match=r"--data embedded\+mnist needs --data-root"):
+        load_split("embedded+mnist", "train", None)
+    with pytest.raises(ValueError, match=r"data must be one of .* got 'mnist-full'"):
+        load_split("mnist-full", "train", str(tmp_path))
+
+
+def test_every_data_kind_is_offered_by_the_trainer_and_the_cli() -> None:
+    from jiio_tasks.cli import build_parser
+
+    for data in splits.DATA_KINDS:
+        assert build_parser().parse_args(["train", "adversarial", "--run", "r", "--data", data]).data == data
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "adversarial", "--run", "r", "--data", "mnist-full"])
+    for data in splits.DATA_KINDS:
+        assert adv_train.AdvTrainConfig(config="mnist_adv_small", method="clean", data=data).data == data
+
+
 @pytest.fixture(scope="module")
 def run_dir(model: ZooModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("adv") / "run"
