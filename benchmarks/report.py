@@ -534,20 +534,29 @@ def _meta_alpha_sweep(sources: Sources) -> dict[str, Any]:
 
 def _adv_table5(sources: Sources) -> dict[str, Any]:
     """Issue 11's bars for the 28×28 adversarial entry, checked on the Table 5 grid (means over
-    seeds): the JIIO-trained model's clean accuracy ≥ 97 %, and its PGD-20 accuracy ≥ 75 % and
+    seeds): the JIIO-trained model's clean accuracy ≥ 97 % (on the held-out digits, and on MNIST's
+    test set where the grid has that column), and its PGD-20 accuracy ≥ 75 % and
     no more than 2 points below the PGD-trained model's; and at least 3 seeds in both rows."""
-    t = sources.load(f"adv-table5-{sources.device}")["table"]
+    grid = sources.load(f"adv-table5-{sources.device}")
+    t = grid["table"]
+    scored = [r for r in grid["runs"] if "clean_mnist_test" in r]
+    test_gap = {"higher": sum(r["clean_mnist_test"] > r["clean"] for r in scored), "models": len(scored),
+                "mean": statistics.fmean(r["clean_mnist_test"] - r["clean"] for r in scored) if scored else float("nan")}
     jc, jp, pp = t["jiio"]["clean"]["mean"], t["jiio"]["pgd"]["mean"], t["pgd"]["pgd"]["mean"]
     seeds = int(min(t[m]["clean"]["n"] for m in ("jiio", "pgd")))
     def said(ok: bool) -> str:
         return "met" if ok else "**missed**"
+    test = t["jiio"].get("clean_mnist_test")
+    on_test = ("" if test is None else f"; on all 10,000 digits of MNIST's test set {test['mean']:.2f} % "
+               f"(bar: ≥ 97 %: {said(test['mean'] >= 97)})")
     verdict = (f"Against issue 11's bars, on {seeds} seeds (bar: 3: {said(seeds >= 3)}): "
-               f"the JIIO-trained model's clean accuracy {jc:.1f} % (bar: ≥ 97 %: "
-               f"{said(jc >= 97)}); its PGD-20 accuracy {jp:.1f} % (bar: ≥ 75 %: {said(jp >= 75)}), "
+               f"the JIIO-trained model's clean accuracy {jc:.1f} % on the held-out digits (bar: ≥ 97 %: "
+               f"{said(jc >= 97)}){on_test}; its PGD-20 accuracy {jp:.1f} % (bar: ≥ 75 %: {said(jp >= 75)}), "
                f"{jp - pp:+.1f} points from the PGD-trained model's {pp:.1f} % (bar: no more than 2 below: "
                f"{said(jp >= pp - 2)}).")
     per_step = {m: t[m]["train_cpu_seconds"]["mean"] / t[m]["steps"]["mean"] for m in ("pgd", "jiio")}
     return {"verdict": verdict, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
+            "jiio_clean_mnist_test": float("nan") if test is None else test["mean"], "test_gap": test_gap,
             "jiio_step_s": per_step["jiio"], "pgd_step_s": per_step["pgd"]}
 
 
