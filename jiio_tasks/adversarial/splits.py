@@ -96,7 +96,7 @@ def _pixels(images: Tensor) -> list[bytes]:
 def _equal_to_any(images: Tensor, others: Tensor) -> Tensor:
     """A bool mask over ``images``: true where the image equals one of ``others`` pixel for pixel."""
     taken = set(_pixels(others))
-    return torch.tensor([key in taken for key in _pixels(images)], dtype=torch.bool)
+    return torch.tensor([key in taken for key in _pixels(images)], dtype=torch.bool, device=images.device)
 
 
 def held_out_indices(count: int, size: int, seed: int = 0) -> Tensor:
