@@ -36,7 +36,8 @@ and no other width was tried. The same step budgets cost about twice the CPU tim
 (measured: clean 3.5 vs 1.8 CPU s, JIIO-40 fine-tune 11.4 vs 5.8, PGD-5 18.6 vs 8.4).
 Protocol 2's grid of the narrow model is kept as ``adv-table5-v2-cpu.json``. The catalogue's
 ``mnist_adv_small`` had these channels from commit c896fca until protocol 4 returned it to
-(8, 16): protocol 3's runs need that width in the catalogue to be redone.
+(8, 16): protocol 3's runs need that width in the catalogue to be redone (its seed 2's
+fine-tunes and evaluations ran after the change, from a checkout of c896fca).
 
 Protocol 2 (``adv-table5-v2-cpu.json``; fixed before any of its runs; no setting chosen on test digits):
 - data: the embedded MNIST digits (4,000 training / 1,000 test, ``jiio_tasks.adversarial.splits``);
