@@ -532,12 +532,14 @@ def _meta_alpha_sweep(sources: Sources) -> dict[str, Any]:
     return {"summary": ", ".join(parts)}
 
 
-def _adv_table5(sources: Sources) -> dict[str, Any]:
-    """Issue 11's bars for the 28×28 adversarial entry, checked on the Table 5 grid (means over
+def _adv_table5(sources: Sources, grid_name: str = "adv-table5") -> dict[str, Any]:
+    """Issue 11's bars for the 28×28 adversarial entry, checked on a Table 5 grid (means over
     seeds): the JIIO-trained model's clean accuracy ≥ 97 % (on the held-out digits, and on MNIST's
     test set where the grid has that column), and its PGD-20 accuracy ≥ 75 % and
-    no more than 2 points below the PGD-trained model's; and at least 3 seeds in both rows."""
-    grid = sources.load(f"adv-table5-{sources.device}")
+    no more than 2 points below the PGD-trained model's; and at least 3 seeds in both rows.
+    ``all_met`` is protocol 5's rule, fixed before its runs: the clean bar judged on MNIST's test
+    set (``False`` without that column), the others as above."""
+    grid = sources.load(f"{grid_name}-{sources.device}")
     t = grid["table"]
     scored = [r for r in grid["runs"] if "clean_mnist_test" in r]
     test_gap = {"higher": sum(r["clean_mnist_test"] > r["clean"] for r in scored), "models": len(scored),
@@ -555,7 +557,8 @@ def _adv_table5(sources: Sources) -> dict[str, Any]:
                f"{jp - pp:+.1f} points from the PGD-trained model's {pp:.1f} % (bar: no more than 2 below: "
                f"{said(jp >= pp - 2)}).")
     per_step = {m: t[m]["train_cpu_seconds"]["mean"] / t[m]["steps"]["mean"] for m in ("pgd", "jiio")}
-    return {"verdict": verdict, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
+    all_met = seeds >= 3 and test is not None and test["mean"] >= 97 and jp >= 75 and jp >= pp - 2
+    return {"verdict": verdict, "all_met": all_met, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
             "jiio_clean_mnist_test": float("nan") if test is None else test["mean"], "test_gap": test_gap,
             "jiio_step_s": per_step["jiio"], "pgd_step_s": per_step["pgd"]}
 
@@ -641,6 +644,7 @@ def _table4(sources: Sources) -> dict[str, Any]:
 #: ``derived:NAME``: values computed from the results rather than stored in them.
 DERIVED: dict[str, Callable[[Sources], Any]] = {
     "adv_table5": _adv_table5,
+    "adv_table5_v5": lambda sources: _adv_table5(sources, "adv-table5-v5"),
     "catalogue": _catalogue,
     "meta_alpha_sweep": _meta_alpha_sweep,
     "meta_inner": _meta_inner,

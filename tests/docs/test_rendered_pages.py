@@ -193,3 +193,53 @@ def test_overhead_verdict_follows_the_measured_median(report: ModuleType, tmp_pa
                                                                 encoding="utf8")
     derived = report.Sources(tmp_path, "cpu").load("derived")["overhead"]
     assert derived["verdict"] == derived["defaults_verdict"] == verdict
+
+
+def _grid(n: int, jiio_clean: float, jiio_test: float | None, jiio_pgd: float, pgd_pgd: float) -> dict[str, object]:
+    """A Table 5 grid of ``n`` seeds whose means are the given values (every seed alike)."""
+    def cell(v: float) -> dict[str, float]:
+        return {"mean": v, "std": 0.0, "min": v, "max": v, "n": n}
+
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    runs = []
+    for method, clean, test, pgd in (("jiio", jiio_clean, jiio_test, jiio_pgd), ("pgd", 97.0, 97.5, pgd_pgd)):
+        table[method] = {"clean": cell(clean), "pgd": cell(pgd), "jiio": cell(pgd - 1),
+                         "steps": cell(80), "train_cpu_seconds": cell(800.0)}
+        if test is not None:
+            table[method]["clean_mnist_test"] = cell(test)
+        for seed in range(n):
+            run = {"run": f"{method}-s{seed}", "clean": clean, "pgd": pgd}
+            if test is not None:
+                run["clean_mnist_test"] = test
+            runs.append(run)
+    return {"table": table, "runs": runs}
+
+
+@pytest.mark.parametrize(
+    ("n", "clean", "test", "jiio_pgd", "pgd_pgd", "all_met"),
+    [
+        (3, 96.0, 97.0, 80.0, 82.0, True),  # clean judged on the test set; gap exactly 2
+        (3, 98.0, 96.99, 80.0, 82.0, False),  # test-set clean below the bar
+        (3, 98.0, None, 80.0, 82.0, False),  # no test-set column: not judged met
+        (2, 96.0, 97.5, 80.0, 82.0, False),  # too few seeds
+        (3, 96.0, 97.5, 79.9, 82.0, False),  # more than 2 points below PGD training
+        (3, 96.0, 97.5, 74.5, 74.0, False),  # under 75 % robust
+    ],
+)
+def test_adv_table5_verdicts_follow_the_bars(report: ModuleType, tmp_path: Path, n: int, clean: float,
+                                             test: float | None, jiio_pgd: float, pgd_pgd: float,
+                                             all_met: bool) -> None:
+    """``derived:adv_table5_v5.all_met`` (protocol 5's rule: the clean bar on MNIST's test set)
+    holds exactly when every bar does; the verdict text names each bar's outcome."""
+    grid = _grid(n, clean, test, jiio_pgd, pgd_pgd)
+    (tmp_path / "adv-table5-v5-cpu.json").write_text(json.dumps(grid), encoding="utf8")
+    derived = report.Sources(tmp_path, "cpu").load("derived")["adv_table5_v5"]
+    assert derived["all_met"] is all_met
+    assert derived["jiio_clean"] == clean and derived["jiio_pgd"] == jiio_pgd and derived["pgd_pgd"] == pgd_pgd
+    verdict = derived["verdict"]
+    assert f"on {n} seeds (bar: 3: {'met' if n >= 3 else '**missed**'})" in verdict
+    assert f"{jiio_pgd - pgd_pgd:+.1f} points" in verdict
+    if test is None:
+        assert "MNIST's test set" not in verdict
+    else:
+        assert f"{test:.2f} % (bar: ≥ 97 %: {'met' if test >= 97 else '**missed**'})" in verdict
