@@ -21,6 +21,15 @@ Also fixed before the runs:
     A="--out runs/table5 --config benchmarks/configs/mnist_adv_wide.json --clean-steps 1000 --adv-steps 80 --lr-schedule cosine --shift 2 --train-eval-size 1 --threads 1 --data embedded+mnist --data-root ROOT"
     python benchmarks/adv_table5.py train --jobs clean:0,jiio:0,pgd:0 $A   # then eval, testset, report --json ...v5...
 
+Its seeds ran in two sessions: seeds 0 and 1 first, whose run folders were then lost with that
+machine's temporary disk (their report is kept as ``adv-table5-v5-seeds01-cpu.json``); then seed
+2, and seed 0's clean and JIIO runs again (the weights to ship were among the lost files). The
+3-seed report joins the earlier report's rows to the new runs; redone runs are taken from
+``--out`` and compared with their earlier values (``reruns`` in the JSON)::
+
+    python benchmarks/adv_table5.py report $A --json benchmarks/results/adv-table5-v5-cpu.json \
+        --earlier benchmarks/results/adv-table5-v5-seeds01-cpu.json
+
 Protocol 4 (``benchmarks/results/adv-table5-cpu.json``): protocol 2 below,
 unchanged in every setting and on the same narrow model (channels 8 and 16, about 16,000
 parameters), trained on 59,000 MNIST digits instead of the 4,000 embedded ones: ``--data
@@ -200,6 +209,43 @@ def testset_job(out: Path, method: str, seed: int, args: argparse.Namespace) -> 
     print(f"{dest.name}: clean {100 * acc:.2f} on the {len(labels)} MNIST test digits ({seconds:.0f} CPU s)", flush=True)
 
 
+# the settings two grids must share for their runs to be one grid
+SETTINGS = ("config", "channels", "data", "eps", "eval_size", "clean_steps", "adv_steps", "lr_schedule", "shift",
+            "pgd_steps", "jiio_train_iterations")
+# what is compared between an earlier report's run and the same run redone under --out
+RERUN_COLUMNS = (*COLUMNS, "clean_mnist_test", "steps")
+
+
+def merge_earlier(rows: list[dict[str, Any]], settings: dict[str, Any], earlier: dict[str, Any],
+                  source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Join an earlier report's runs (``earlier``, a report JSON written by this script, read
+    from ``source``) to the runs evaluated under ``--out`` (``rows``, whose grid ``settings``
+    are given), for a grid whose runs outlived their folders. Refused unless every setting in
+    ``SETTINGS`` is the same in both. A run in both is taken from ``--out`` and returned among the
+    reruns, with each column's earlier and new value; the earlier report's other runs are added
+    with ``"from": source``."""
+    if earlier.get("benchmark") != "adv-table5":
+        raise SystemExit(f"--earlier {source}: not a Table 5 report (benchmark {earlier.get('benchmark')!r})")
+    for key in SETTINGS:
+        mine, theirs = settings.get(key), earlier.get(key)
+        if mine != theirs:
+            raise SystemExit(f"--earlier {source}: its {key} is {theirs!r}, the runs under --out have {mine!r}: "
+                             "one grid per setting")
+    fresh = {r["run"]: r for r in rows}
+    merged = list(rows)
+    reruns = []
+    for old in earlier["runs"]:
+        new = fresh.get(old["run"])
+        if new is None:
+            merged.append({**old, "from": source})
+            continue
+        cols = {c: {"earlier": old.get(c), "now": new.get(c)} for c in RERUN_COLUMNS if c in old or c in new}
+        reruns.append({"run": old["run"], "identical": all(v["earlier"] == v["now"] for v in cols.values()),
+                       "columns": cols})
+    merged.sort(key=lambda r: str(r["run"]))
+    return merged, reruns
+
+
 def report(out: Path, args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     for dest in sorted(out.glob("*-s*")):
@@ -218,8 +264,21 @@ def report(out: Path, args: argparse.Namespace) -> None:
                    steps=metrics["final"]["steps_done"], train_cpu_seconds=metrics["final"]["train_seconds"],
                    channels=list(getattr(model, "channels", ())))
         rows.append(row)
-    if not rows:
+    if not rows and args.earlier is None:
         raise SystemExit(f"no evaluated runs under {out}")
+    settings = {"clean_steps": args.clean_steps, "adv_steps": args.adv_steps, "lr_schedule": args.lr_schedule,
+                "shift": args.shift, "pgd_steps": args.pgd_steps, "jiio_train_iterations": args.jiio_train_iterations}
+    reruns: list[dict[str, Any]] = []
+    if args.earlier is not None:
+        earlier = json.loads(args.earlier.read_text(encoding="utf8"))
+        if rows:
+            settings.update({k: rows[0][k] for k in ("config", "channels", "data", "eps", "eval_size")})
+        else:
+            settings.update({k: earlier.get(k) for k in ("config", "channels", "data", "eps", "eval_size")})
+        rows, reruns = merge_earlier(rows, settings, earlier, str(args.earlier))
+        for r in reruns:
+            cols = ", ".join(f"{c} {v['earlier']} → {v['now']}" for c, v in r["columns"].items())
+            print(f"{r['run']} redone: {'identical' if r['identical'] else 'differs'} ({cols})")
     names = {r["config"] for r in rows}
     if len(names) != 1:
         raise SystemExit(f"the runs under {out} are of different configs {sorted(names)}: one grid per model")
@@ -261,6 +320,7 @@ def report(out: Path, args: argparse.Namespace) -> None:
         "adv_steps": args.adv_steps, "lr_schedule": args.lr_schedule, "shift": args.shift, "pgd_steps": args.pgd_steps,
         "jiio_train_iterations": args.jiio_train_iterations, "runs": rows, "table": table,
         "summary_markdown": "\n".join(lines),
+        **({"earlier": str(args.earlier), "reruns": reruns} if args.earlier is not None else {}),
     }, "python benchmarks/adv_table5.py " + " ".join(sys.argv[1:]))
 
 
@@ -293,6 +353,10 @@ def main() -> None:
                         "digits either way (default: %(default)s)")
     parser.add_argument("--data-root", default=None, help="local MNIST root of --data embedded+mnist")
     parser.add_argument("--eval-size", type=int, default=200, help="held-out digits attacked per model")
+    parser.add_argument("--earlier", type=Path, default=None,
+                        help="report phase: an earlier report JSON of the same grid settings whose runs are "
+                        "joined to those under --out (runs under --out win; a run in both is compared and "
+                        "listed among the reruns)")
     parser.add_argument("--train-eval-size", type=int, default=100,
                         help="digits of the trainer's own end-of-run score (not reported here; 1 skips "
                              "most of its cost)")

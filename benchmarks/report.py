@@ -558,9 +558,33 @@ def _adv_table5(sources: Sources, grid_name: str = "adv-table5") -> dict[str, An
                f"{said(jp >= pp - 2)}).")
     per_step = {m: t[m]["train_cpu_seconds"]["mean"] / t[m]["steps"]["mean"] for m in ("pgd", "jiio")}
     all_met = seeds >= 3 and test is not None and test["mean"] >= 97 and jp >= 75 and jp >= pp - 2
-    return {"verdict": verdict, "all_met": all_met, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
+    return {"verdict": verdict, "all_met": all_met, "reruns": _reruns(grid.get("reruns", [])), "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
             "jiio_clean_mnist_test": float("nan") if test is None else test["mean"], "test_gap": test_gap,
             "jiio_step_s": per_step["jiio"], "pgd_step_s": per_step["pgd"]}
+
+
+RERUN_LABELS = {"clean": "clean", "pgd": "PGD-20", "jiio": "JIIO-80", "clean_mnist_test": "clean on MNIST's test set",
+                "steps": "steps"}
+
+
+def _reruns(reruns: list[dict[str, Any]]) -> str:
+    """One sentence on the runs a Table 5 grid redid (``adv_table5.py report --earlier``): which
+    reproduced every earlier score exactly, and each other one's changed values."""
+    if not reruns:
+        return "no run was redone."
+    parts = []
+    same = [r for r in reruns if r["identical"]]
+    if same:
+        cols = ", ".join(RERUN_LABELS.get(c, c) for c in same[0]["columns"])
+        runs = " and ".join(f"`{r['run']}`" for r in same)
+        parts.append(f"{runs} reproduced {'its' if len(same) == 1 else 'their'} earlier values exactly ({cols})")
+    for r in reruns:
+        if r["identical"]:
+            continue
+        changed = ", ".join(f"{RERUN_LABELS.get(c, c)} {v['earlier']:g} → {v['now']:g}"
+                            for c, v in r["columns"].items() if v["earlier"] != v["now"])
+        parts.append(f"`{r['run']}` did not ({changed})")
+    return "; ".join(parts) + "."
 
 
 def _overhead(sources: Sources) -> dict[str, Any]:

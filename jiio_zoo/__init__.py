@@ -8,7 +8,7 @@ Configs come from names (``get_config``), JSON files (``load_config_file``) or p
 dotted path of each bad key).
 """
 
-from jiio_zoo.checkpoint import CheckpointError, load_into, load_model, save
+from jiio_zoo.checkpoint import CheckpointError, load_into, load_model, promote, save
 from jiio_zoo.configs import (
     CONFIGS,
     ConfigError,
@@ -76,6 +76,7 @@ __all__ = [
     "load_config_file",
     "load_into",
     "load_model",
+    "promote",
     "save",
     "to_dict",
     "weights_status",

@@ -18,7 +18,9 @@ A checkpoint is a ``torch.save`` file holding one dict (loadable with ``weights_
 then ``os.replace``-s it over the destination, so a crash leaves either the old file or the new
 one, never a torn file. [`read`][jiio_zoo.checkpoint.read] validates the layout and version; [`load_into`][jiio_zoo.checkpoint.load_into] also
 checks that the stored config equals the model's; [`load_model`][jiio_zoo.checkpoint.load_model] rebuilds the model from the
-stored config. Every failure raises [`CheckpointError`][jiio_zoo.checkpoint.CheckpointError] naming the file and the problem.
+stored config; [`promote`][jiio_zoo.checkpoint.promote] re-saves a checkpoint under a config that differs
+from its own in the name alone (a run trained from a derived config file, shipped as a catalogue
+entry). Every failure raises [`CheckpointError`][jiio_zoo.checkpoint.CheckpointError] naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -232,3 +234,26 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     model = build_model(ckpt.config)
     _apply(model, ckpt)
     return model.to(device)
+
+
+def promote(src: str | os.PathLike[str], config: ZooConfig, dest: str | os.PathLike[str]) -> Path:
+    """Write the weights of checkpoint ``src`` to ``dest`` under ``config`` (atomically, as
+    [`save`][jiio_zoo.checkpoint.save]); returns ``dest``.
+
+    For a model trained from a config file derived from a catalogue entry (its own ``name``,
+    the same fields) that is to ship as that entry. Refused with a
+    [`CheckpointError`][jiio_zoo.checkpoint.CheckpointError] naming each differing field unless the two configs differ in
+    their ``name`` alone. ``extra`` keeps the source's and adds ``"promoted_from"`` (the source's
+    config name)."""
+    ckpt = read(src)
+    a, b = _flat(ckpt.config.to_dict()), _flat(config.to_dict())
+    diff = sorted(k for k in set(a) | set(b) if k != "name" and a.get(k) != b.get(k))
+    if diff:
+        details = ", ".join(f"{k}: file {a.get(k)!r} vs config {b.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"cannot promote checkpoint {ckpt.path} (config {ckpt.config.name!r}) to config "
+            f"{config.name!r}: they differ in more than the name: {details}"
+        )
+    model = build_model(config)
+    _apply(model, ckpt)
+    return save(model, dest, extra={**ckpt.extra, "promoted_from": ckpt.config.name})

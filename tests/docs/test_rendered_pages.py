@@ -243,3 +243,23 @@ def test_adv_table5_verdicts_follow_the_bars(report: ModuleType, tmp_path: Path,
         assert "MNIST's test set" not in verdict
     else:
         assert f"{test:.2f} % (bar: ≥ 97 %: {'met' if test >= 97 else '**missed**'})" in verdict
+
+
+def test_adv_table5_reruns_say_which_reproduced(report: ModuleType, tmp_path: Path) -> None:
+    """``derived:adv_table5_v5.reruns``: a redone run that reproduced every earlier value is named
+    as such, one that did not lists only the values that changed, and a grid without reruns
+    says so."""
+    grid = _grid(3, 97.5, 98.0, 90.0, 89.0)
+    same = {c: {"earlier": 97.5, "now": 97.5} for c in ("clean", "pgd")}
+    grid["reruns"] = [
+        {"run": "clean-s0", "identical": True, "columns": same},
+        {"run": "jiio-s0", "identical": True, "columns": same},
+        {"run": "pgd-s0", "identical": False,
+         "columns": {"clean": {"earlier": 97.5, "now": 97.5}, "pgd": {"earlier": 90.0, "now": 89.5}}},
+    ]
+    (tmp_path / "adv-table5-v5-cpu.json").write_text(json.dumps(grid), encoding="utf8")
+    text = report.Sources(tmp_path, "cpu").load("derived")["adv_table5_v5"]["reruns"]
+    assert text == ("`clean-s0` and `jiio-s0` reproduced their earlier values exactly (clean, PGD-20); "
+                    "`pgd-s0` did not (PGD-20 90 → 89.5).")
+    (tmp_path / "adv-table5-v5-cpu.json").write_text(json.dumps(_grid(3, 97.5, 98.0, 90.0, 89.0)), encoding="utf8")
+    assert report.Sources(tmp_path, "cpu").load("derived")["adv_table5_v5"]["reruns"] == "no run was redone."

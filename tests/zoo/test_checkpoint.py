@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
@@ -17,9 +18,11 @@ from jiio_zoo.checkpoint import (
     jiio_version,
     load_into,
     load_model,
+    promote,
     read,
     save,
 )
+from jiio_zoo.model import build_model
 
 from .tiny import tiny_input, tiny_model
 
@@ -63,6 +66,26 @@ def test_config_mismatch_names_file_and_fields(tmp_path: Path) -> None:
     other = tiny_model("generative", dtype=torch.float32, latent_dim=7)
     with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*model.latent_dim: file 6 vs model 7"):
         load_into(other, path)
+
+
+def test_promote_renames_the_config_and_keeps_the_weights(tmp_path: Path) -> None:
+    model = tiny_model("adversarial", seed=5, dtype=torch.float32)
+    src = save(model, tmp_path / "run.pt", extra={"step": 80})
+    target = attrs.evolve(model.config, name="tiny_catalogue_entry")
+    dest = promote(src, target, tmp_path / "shipped.pt")
+    assert read(dest).config == target and read(dest).extra == {"step": 80, "promoted_from": model.config.name}
+    shipped = build_model(target)
+    load_into(shipped, dest)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(shipped.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_promote_refuses_a_config_that_differs_beyond_the_name(tmp_path: Path) -> None:
+    src = save(tiny_model("generative", dtype=torch.float32), tmp_path / "g.pt")
+    other = attrs.evolve(tiny_model("generative", dtype=torch.float32, latent_dim=7).config, name="other")
+    with pytest.raises(CheckpointError, match=r"differ in more than the name: model.latent_dim: file 6 vs config 7$"):
+        promote(src, other, tmp_path / "shipped.pt")
+    assert not (tmp_path / "shipped.pt").exists()
 
 
 def test_state_dict_mismatch_is_reported(tmp_path: Path) -> None:
