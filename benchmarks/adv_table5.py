@@ -23,9 +23,10 @@ Also fixed before the runs:
 
 Its seeds ran in two sessions: seeds 0 and 1 first, whose run folders were then lost with that
 machine's temporary disk (their report is kept as ``adv-table5-v5-seeds01-cpu.json``); then seed
-2, and seed 0's clean and JIIO runs again (the weights to ship were among the lost files). The
-3-seed report joins the earlier report's rows to the new runs; redone runs are taken from
-``--out`` and compared with their earlier values (``reruns`` in the JSON)::
+2, and seed 0's three runs again (the weights to ship were among the lost files; redoing its PGD
+fine-tune too keeps each seed's two fine-tunes timed on one machine). The 3-seed report joins
+the earlier report's rows to the new runs; redone runs are taken from ``--out`` and compared
+with their earlier values (``reruns`` in the JSON)::
 
     python benchmarks/adv_table5.py report $A --json benchmarks/results/adv-table5-v5-cpu.json \
         --earlier benchmarks/results/adv-table5-v5-seeds01-cpu.json

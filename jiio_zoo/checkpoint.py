@@ -245,6 +245,8 @@ def promote(src: str | os.PathLike[str], config: ZooConfig, dest: str | os.PathL
     [`CheckpointError`][jiio_zoo.checkpoint.CheckpointError] naming each differing field unless the two configs differ in
     their ``name`` alone. ``extra`` keeps the source's and adds ``"promoted_from"`` (the source's
     config name)."""
+    if not isinstance(config, ZooConfig):
+        raise TypeError(f"config must be a ZooConfig (e.g. jiio_zoo.get_config(name)), got {type(config).__name__}")
     ckpt = read(src)
     a, b = _flat(ckpt.config.to_dict()), _flat(config.to_dict())
     diff = sorted(k for k in set(a) | set(b) if k != "name" and a.get(k) != b.get(k))

@@ -86,6 +86,10 @@ def test_promote_refuses_a_config_that_differs_beyond_the_name(tmp_path: Path) -
     with pytest.raises(CheckpointError, match=r"differ in more than the name: model.latent_dim: file 6 vs config 7$"):
         promote(src, other, tmp_path / "shipped.pt")
     assert not (tmp_path / "shipped.pt").exists()
+    with pytest.raises(TypeError, match=r"config must be a ZooConfig .* got str"):
+        promote(src, "mnist_adv_small", tmp_path / "shipped.pt")  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match=r"missing\.pt does not exist"):
+        promote(tmp_path / "missing.pt", other, tmp_path / "shipped.pt")
 
 
 def test_state_dict_mismatch_is_reported(tmp_path: Path) -> None:
