@@ -222,7 +222,7 @@ def test_two_rank_run_resumes_in_one_process(two_ranks: dict[str, Any], tmp_path
     assert resumed["step"] == 3
     assert all(s["step"] == 3 for s in resumed["optimizers"]["optimizer"]["state"].values())
     assert [h["step"] for h in run2.read_metrics()["history"]] == [1, 2, 3]
-    _assert_close(resumed["modules"]["model"], torch.load(ref.state_path, weights_only=True)["modules"]["model"])
+    _assert_same_update(resumed["modules"]["model"], torch.load(ref.state_path, weights_only=True)["modules"]["model"])
 
 
 def _assert_close(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
@@ -230,6 +230,19 @@ def _assert_close(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
     diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
     far = float((diff > 1e-5).double().mean())
     assert far < 1e-3 and float(diff.max()) < 1e-2, (far, float(diff.max()))
+
+
+def _assert_same_update(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
+    """A step taken from two states that differ by float32 rounding: the JIIO attack of a few
+    iterations and Adam's early, normalised steps amplify the rounding, so entries may differ by
+    up to about lr (measured on one CPU, from states 1e-6 apart: median 5e-6, 0.8 % of entries
+    beyond lr/10 = 1e-4, max 1.1e-3). A wrong resume moves nearly all of them by ~lr (measured:
+    Adam's state dropped, median 8e-4 and 95 % beyond 1e-4; its first moments zeroed, 5e-4 and
+    92 %)."""
+    assert a.keys() == b.keys()
+    diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
+    far = float((diff > 1e-4).double().mean())
+    assert far < 0.05 and float(diff.median()) < 5e-5, (far, float(diff.median()))
 
 
 # ---- the command under torchrun -------------------------------------------------------------
