@@ -558,7 +558,17 @@ def _adv_table5(sources: Sources, grid_name: str = "adv-table5") -> dict[str, An
                f"{said(jp >= pp - 2)}).")
     per_step = {m: t[m]["train_cpu_seconds"]["mean"] / t[m]["steps"]["mean"] for m in ("pgd", "jiio")}
     all_met = seeds >= 3 and test is not None and test["mean"] >= 97 and jp >= 75 and jp >= pp - 2
-    return {"verdict": verdict, "all_met": all_met, "reruns": _reruns(grid.get("reruns", [])), "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
+    # the same bars with each redone run's earlier values in place of its new ones
+    earlier = {r["run"]: r["columns"] for r in grid.get("reruns", [])}
+    alt = [{**r, **{c: v["earlier"] for c, v in earlier.get(r["run"], {}).items()}} for r in grid["runs"]]
+    def alt_mean(method: str, col: str) -> float:
+        vals = [float(r[col]) for r in alt if str(r["run"]).startswith(f"{method}-") and col in r]
+        return statistics.fmean(vals) if vals else float("nan")
+    alt_test, alt_jp, alt_pp = alt_mean("jiio", "clean_mnist_test"), alt_mean("jiio", "pgd"), alt_mean("pgd", "pgd")
+    with_earlier = {"jiio_clean_mnist_test": alt_test, "gap": alt_jp - alt_pp, "jiio_pgd": alt_jp,
+                    "all_met": seeds >= 3 and alt_test >= 97 and alt_jp >= 75 and alt_jp >= alt_pp - 2}
+    return {"verdict": verdict, "all_met": all_met, "reruns": _reruns(grid.get("reruns", [])),
+            "with_earlier": with_earlier, "jiio_clean": jc, "jiio_pgd": jp, "pgd_pgd": pp,
             "jiio_clean_mnist_test": float("nan") if test is None else test["mean"], "test_gap": test_gap,
             "jiio_step_s": per_step["jiio"], "pgd_step_s": per_step["pgd"]}
 

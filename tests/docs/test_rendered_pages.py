@@ -250,16 +250,21 @@ def test_adv_table5_reruns_say_which_reproduced(report: ModuleType, tmp_path: Pa
     as such, one that did not lists only the values that changed, and a grid without reruns
     says so."""
     grid = _grid(3, 97.5, 98.0, 90.0, 89.0)
-    same = {c: {"earlier": 97.5, "now": 97.5} for c in ("clean", "pgd")}
+    def same(clean: float, pgd: float) -> dict[str, dict[str, float]]:
+        return {"clean": {"earlier": clean, "now": clean}, "pgd": {"earlier": pgd, "now": pgd}}
+
     grid["reruns"] = [
-        {"run": "clean-s0", "identical": True, "columns": same},
-        {"run": "jiio-s0", "identical": True, "columns": same},
+        {"run": "clean-s0", "identical": True, "columns": same(98.0, 80.0)},
+        {"run": "jiio-s0", "identical": True, "columns": same(97.5, 90.0)},
         {"run": "pgd-s0", "identical": False,
-         "columns": {"clean": {"earlier": 97.5, "now": 97.5}, "pgd": {"earlier": 90.0, "now": 89.5}}},
+         "columns": {"clean": {"earlier": 97.0, "now": 97.0}, "pgd": {"earlier": 90.0, "now": 89.0}}},
     ]
     (tmp_path / "adv-table5-v5-cpu.json").write_text(json.dumps(grid), encoding="utf8")
     text = report.Sources(tmp_path, "cpu").load("derived")["adv_table5_v5"]["reruns"]
     assert text == ("`clean-s0` and `jiio-s0` reproduced their earlier values exactly (clean, PGD-20); "
-                    "`pgd-s0` did not (PGD-20 90 → 89.5).")
+                    "`pgd-s0` did not (PGD-20 90 → 89).")
+    # the bars with pgd-s0's earlier PGD-20 in place of its new one: PGD training's mean 89 → 89 + 1/3
+    alt = report.Sources(tmp_path, "cpu").load("derived")["adv_table5_v5"]["with_earlier"]
+    assert alt["gap"] == pytest.approx(90.0 - (90.0 + 89.0 + 89.0) / 3) and alt["jiio_clean_mnist_test"] == 98.0
     (tmp_path / "adv-table5-v5-cpu.json").write_text(json.dumps(_grid(3, 97.5, 98.0, 90.0, 89.0)), encoding="utf8")
     assert report.Sources(tmp_path, "cpu").load("derived")["adv_table5_v5"]["reruns"] == "no run was redone."
