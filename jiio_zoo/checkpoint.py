@@ -203,6 +203,14 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _differences(stored: ZooConfig, other: ZooConfig, label: str, ignore: tuple[str, ...] = ()) -> str:
+    """The fields (dotted paths) where ``stored`` and ``other`` differ, as ``"key: file A vs
+    {label} B, ..."``; empty when none do (``ignore`` skips fields)."""
+    a, b = _flat(stored.to_dict()), _flat(other.to_dict())
+    diff = sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+    return ", ".join(f"{k}: file {a.get(k)!r} vs {label} {b.get(k)!r}" for k in diff)
+
+
 def _apply(model: ZooModel, ckpt: Checkpoint) -> None:
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
@@ -217,9 +225,7 @@ def load_into(model: ZooModel, path: str | os.PathLike[str]) -> Checkpoint:
     ``model.config`` (a mismatch names the differing fields)."""
     ckpt = read(path)
     if ckpt.config != model.config:
-        a, b = _flat(ckpt.config.to_dict()), _flat(model.config.to_dict())
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        details = ", ".join(f"{k}: file {a.get(k)!r} vs model {b.get(k)!r}" for k in diff)
+        details = _differences(ckpt.config, model.config, "model")
         raise CheckpointError(
             f"checkpoint {ckpt.path} was saved for config {ckpt.config.name!r}, which differs "
             f"from the model's config {model.config.name!r} in {details}"
@@ -248,10 +254,8 @@ def promote(src: str | os.PathLike[str], config: ZooConfig, dest: str | os.PathL
     if not isinstance(config, ZooConfig):
         raise TypeError(f"config must be a ZooConfig (e.g. jiio_zoo.get_config(name)), got {type(config).__name__}")
     ckpt = read(src)
-    a, b = _flat(ckpt.config.to_dict()), _flat(config.to_dict())
-    diff = sorted(k for k in set(a) | set(b) if k != "name" and a.get(k) != b.get(k))
-    if diff:
-        details = ", ".join(f"{k}: file {a.get(k)!r} vs config {b.get(k)!r}" for k in diff)
+    details = _differences(ckpt.config, config, "config", ignore=("name",))
+    if details:
         raise CheckpointError(
             f"cannot promote checkpoint {ckpt.path} (config {ckpt.config.name!r}) to config "
             f"{config.name!r}: they differ in more than the name: {details}"
